@@ -1,0 +1,18 @@
+// Threaded CPU loops over blocks.  Torch-free: pointers and sizes only.
+#pragma once
+
+#include <stdint.h>
+
+namespace sqat::cpu {
+
+// Quantize nrows x n_per_row floats (row-major) into packed rows.  imatrix: n_per_row
+// floats or nullptr.  Returns -1 on success, otherwise the flat index of the first
+// non-finite input value (the output is then incomplete and must be discarded).
+// n_per_row must be a multiple of the type's block size (checked by the caller).
+int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
+                      uint8_t* y, int nthreads);
+
+// Dequantize packed rows into nrows x n_per_row floats.
+void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_row, float* x, int nthreads);
+
+}  // namespace sqat::cpu

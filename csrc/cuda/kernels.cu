@@ -1,0 +1,68 @@
+// CUDA kernels: thin wrappers around the grid bodies of sqat/grid.h.  Built with
+// --fmad=false and without fast-math so that every kernel reproduces the CPU bytes.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "cuda_ops.h"
+
+namespace sqat::cuda {
+namespace {
+
+__device__ GridPos here() {
+    return GridPos{static_cast<int64_t>(blockIdx.x), static_cast<int64_t>(threadIdx.x),
+                   static_cast<int64_t>(blockDim.x), static_cast<int64_t>(gridDim.x)};
+}
+
+__global__ void row_sigma2_kernel(QuantizeArgs a, float* out) { row_sigma2_body(a, out, here()); }
+__global__ void quantize_kernel(QuantizeArgs a) { quantize_body(a, here()); }
+__global__ void dequantize_kernel(DequantizeArgs a) { dequantize_body(a, here()); }
+
+void check(cudaError_t err, const char* what) {
+    if (err != cudaSuccess) throw std::runtime_error(std::string("sqat CUDA ") + what + ": " + cudaGetErrorString(err));
+}
+
+}  // namespace
+
+bool compiled() { return true; }
+
+int device_count() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky "no driver / no device" error
+        return 0;
+    }
+    return n;
+}
+
+void quantize(int type, uintptr_t x, int64_t nrows, int64_t n_per_row, uintptr_t imatrix,
+              uintptr_t sigma2_scratch, uintptr_t y, uintptr_t stream) {
+    auto s = reinterpret_cast<cudaStream_t>(stream);
+    QuantizeArgs a{type, reinterpret_cast<const float*>(x), reinterpret_cast<const float*>(imatrix), nullptr,
+                   reinterpret_cast<uint8_t*>(y), nrows, n_per_row};
+    if (a.imatrix != nullptr && uses_row_sigma2(type)) {
+        const LaunchShape ls = launch_shape(nrows);
+        auto* s2 = reinterpret_cast<float*>(sigma2_scratch);
+        row_sigma2_kernel<<<static_cast<unsigned>(ls.grid), static_cast<unsigned>(ls.block), 0, s>>>(a, s2);
+        check(cudaGetLastError(), "row_sigma2 launch");
+        a.row_sigma2 = s2;
+    }
+    const int64_t blocks = nrows * (n_per_row / geometry(type).block_size);
+    if (blocks == 0) return;
+    const LaunchShape ls = launch_shape(blocks);
+    quantize_kernel<<<static_cast<unsigned>(ls.grid), static_cast<unsigned>(ls.block), 0, s>>>(a);
+    check(cudaGetLastError(), "quantize launch");
+}
+
+void dequantize(int type, uintptr_t y, int64_t nrows, int64_t n_per_row, uintptr_t x, uintptr_t stream) {
+    auto s = reinterpret_cast<cudaStream_t>(stream);
+    DequantizeArgs a{type, reinterpret_cast<const uint8_t*>(y), reinterpret_cast<float*>(x), nrows, n_per_row};
+    const int64_t blocks = nrows * (n_per_row / geometry(type).block_size);
+    if (blocks == 0) return;
+    const LaunchShape ls = launch_shape(blocks);
+    dequantize_kernel<<<static_cast<unsigned>(ls.grid), static_cast<unsigned>(ls.block), 0, s>>>(a);
+    check(cudaGetLastError(), "dequantize launch");
+}
+
+}  // namespace sqat::cuda

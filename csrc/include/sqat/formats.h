@@ -1,0 +1,83 @@
+// Format registry for the native core: per-type block geometry and dispatch to the
+// per-block quantize/dequantize functions.  The CPU loops and the CUDA kernels go
+// through these two switches, so a format is defined in exactly one place.
+#pragma once
+
+#include "sqat/common.h"
+#include "sqat/legacy.h"
+#include "sqat/iq4.h"
+#include "sqat/kquants.h"
+
+namespace sqat {
+
+struct Geometry {
+    int block_size;  // values per block (1 for plain float types)
+    int type_size;   // bytes per block
+};
+
+// Block geometry of a supported type; {0, 0} for an unsupported id.
+SQAT_HD Geometry geometry(int type) {
+    switch (type) {
+        case kF32: return {1, 4};
+        case kF16: return {1, 2};
+        case kBF16: return {1, 2};
+        case kQ8_0: return {32, 34};
+        case kQ4_0: return {32, 18};
+        case kQ4_1: return {32, 20};
+        case kQ5_0: return {32, 22};
+        case kQ5_1: return {32, 24};
+        case kIQ4_NL: return {32, 18};
+        case kQ4_K: return {256, 144};
+        case kQ5_K: return {256, 176};
+        case kQ6_K: return {256, 210};
+        case kIQ4_XS: return {256, 136};
+        default: return {0, 0};
+    }
+}
+
+// True for the types whose imatrix path needs the whole-row Σx²/n (the legacy *_impl quantizers).
+SQAT_HD bool uses_row_sigma2(int type) {
+    return type == kQ4_0 || type == kQ4_1 || type == kQ5_0 || type == kQ5_1;
+}
+
+// Quantize one block: x holds block_size values, qw the block's importance weights or nullptr.
+SQAT_HD void quantize_block(int type, const float* x, const float* qw, float row_sigma2, uint8_t* y) {
+    switch (type) {
+        case kF32: memcpy(y, x, 4); break;
+        case kF16: store_u16(y, fp32_to_fp16(x[0])); break;
+        case kBF16: store_u16(y, fp32_to_bf16(x[0])); break;
+        case kQ8_0: quantize_block_q8_0(x, qw, row_sigma2, y); break;
+        case kQ4_0: quantize_block_q4_0(x, qw, row_sigma2, y); break;
+        case kQ4_1: quantize_block_q4_1(x, qw, row_sigma2, y); break;
+        case kQ5_0: quantize_block_q5_0(x, qw, row_sigma2, y); break;
+        case kQ5_1: quantize_block_q5_1(x, qw, row_sigma2, y); break;
+        case kIQ4_NL: quantize_block_iq4_nl(x, qw, row_sigma2, y); break;
+        case kQ4_K: quantize_block_q4_K(x, qw, row_sigma2, y); break;
+        case kQ5_K: quantize_block_q5_K(x, qw, row_sigma2, y); break;
+        case kQ6_K: quantize_block_q6_K(x, qw, row_sigma2, y); break;
+        case kIQ4_XS: quantize_block_iq4_xs(x, qw, row_sigma2, y); break;
+        default: break;
+    }
+}
+
+// Dequantize one block into block_size floats.
+SQAT_HD void dequantize_block(int type, const uint8_t* y, float* x) {
+    switch (type) {
+        case kF32: memcpy(x, y, 4); break;
+        case kF16: x[0] = fp16_to_fp32(load_u16(y)); break;
+        case kBF16: x[0] = bf16_to_fp32(load_u16(y)); break;
+        case kQ8_0: dequantize_block_q8_0(y, x); break;
+        case kQ4_0: dequantize_block_q4_0(y, x); break;
+        case kQ4_1: dequantize_block_q4_1(y, x); break;
+        case kQ5_0: dequantize_block_q5_0(y, x); break;
+        case kQ5_1: dequantize_block_q5_1(y, x); break;
+        case kIQ4_NL: dequantize_block_iq4_nl(y, x); break;
+        case kQ4_K: dequantize_block_q4_K(y, x); break;
+        case kQ5_K: dequantize_block_q5_K(y, x); break;
+        case kQ6_K: dequantize_block_q6_K(y, x); break;
+        case kIQ4_XS: dequantize_block_iq4_xs(y, x); break;
+        default: break;
+    }
+}
+
+}  // namespace sqat

@@ -1,0 +1,46 @@
+"""Type stub for the native module sqat_kernels._C (csrc/bindings.cpp)."""
+
+import numpy as np
+import numpy.typing as npt
+
+def geometry(type: int) -> tuple[int, int]:
+    """(block_size, type_size) of a ggml type id; (0, 0) if unsupported."""
+
+def locate_block(type: int, n_per_row: int, flat_block: int) -> tuple[int, int, int, int]:
+    """(row, col, x_offset, y_offset) of block number flat_block, as the kernels compute it (64-bit)."""
+
+def quantize(
+    x: npt.NDArray[np.float32], type: int, imatrix: npt.NDArray[np.float32] | None = None, threads: int = 1
+) -> npt.NDArray[np.uint8]:
+    """float32 [nrows, n] (C-contiguous) -> uint8 [nrows, row_bytes]; ValueError on NaN/Inf."""
+
+def dequantize(data: npt.NDArray[np.uint8], type: int, n_per_row: int, threads: int = 1) -> npt.NDArray[np.float32]:
+    """uint8 [nrows, row_bytes] (C-contiguous) -> float32 [nrows, n_per_row]."""
+
+def emulate_cuda_quantize(
+    x: npt.NDArray[np.float32],
+    type: int,
+    imatrix: npt.NDArray[np.float32] | None = None,
+    grid: int = 0,
+    block: int = 0,
+) -> npt.NDArray[np.uint8]:
+    """Run the CUDA quantize kernel bodies over a grid on the host (grid <= 0: the real launch shape)."""
+
+def emulate_cuda_dequantize(
+    data: npt.NDArray[np.uint8], type: int, n_per_row: int, grid: int = 0, block: int = 0
+) -> npt.NDArray[np.float32]:
+    """Run the CUDA dequantize kernel bodies over a grid on the host."""
+
+def cuda_compiled() -> bool:
+    """Whether this build contains the CUDA kernels."""
+
+def cuda_device_count() -> int:
+    """Usable CUDA devices (0 without driver or GPU)."""
+
+def cuda_quantize(
+    type: int, x: int, nrows: int, n_per_row: int, imatrix: int, sigma2_scratch: int, y: int, stream: int
+) -> None:
+    """Launch the quantize kernel on device pointers (integers)."""
+
+def cuda_dequantize(type: int, y: int, nrows: int, n_per_row: int, x: int, stream: int) -> None:
+    """Launch the dequantize kernel on device pointers (integers)."""

@@ -1,0 +1,24 @@
+"""sqat-kernels: GGUF-exact quantization kernels for quantization-aware training.
+
+Public API:
+    quantize(x, qtype, imatrix=None, *, threads=None)  -> packed uint8 rows, byte-identical to llama.cpp
+    dequantize(data, qtype, shape, *, threads=None)    -> float32 values, identical to llama.cpp
+    get_format(qtype) / SUPPORTED_TYPES                 -> the format registry
+    sqat_kernels.reference                              -> the NumPy reference implementation
+"""
+
+from .backends.native import cuda_compiled, cuda_usable
+from .formats import SUPPORTED_TYPES, QuantFormat, get_format
+from .quant import dequantize, quantize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "QuantFormat",
+    "cuda_compiled",
+    "cuda_usable",
+    "dequantize",
+    "get_format",
+    "quantize",
+]
