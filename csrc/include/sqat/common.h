@@ -68,7 +68,10 @@ SQAT_HD float fp16_to_fp32(uint16_t h) {
         m &= 0x3ffu;
         return f32_from_bits(sign | (exp << 23) | (m << 13));
     }
-    if (e == 31) return f32_from_bits(sign | 0x7f800000u | (m << 13));
+    if (e == 31) {
+        // ggml widens through an f32 multiply, which on x86 quiets a signalling NaN (payload kept).
+        return f32_from_bits(sign | 0x7f800000u | (m << 13) | (m ? 0x00400000u : 0u));
+    }
     return f32_from_bits(sign | ((e + 112u) << 23) | (m << 13));
 }
 
