@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sqat_kernels as sk
 import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-import sqat_kernels as sk
 from sqat_kernels import _C
 
 QUANTIZED = [t for t in sk.SUPPORTED_TYPES if t not in ("F32", "F16", "BF16")]
@@ -22,14 +21,18 @@ def test_native_geometry_matches_gguf(qtype: str) -> None:
     assert _C.geometry(int(GGMLQuantizationType[qtype])) == GGML_QUANT_SIZES[GGMLQuantizationType[qtype]]
 
 
-@pytest.mark.parametrize("qtype", ["Q4_K", "q4_k", GGMLQuantizationType.Q4_K], ids=["name", "lower", "enum"])
+@pytest.mark.parametrize(
+    "qtype", ["Q4_K", "q4_k", GGMLQuantizationType.Q4_K], ids=["name", "lower", "enum"]
+)
 def test_qtype_spellings(qtype: object) -> None:
     x = rows(2, 256)
     np.testing.assert_array_equal(sk.quantize(x, qtype), sk.quantize(x, "Q4_K"))
 
 
 @pytest.mark.parametrize("qtype", sk.SUPPORTED_TYPES)
-@pytest.mark.parametrize("shape", [(256,), (3, 512), (2, 3, 256), (1, 256)], ids=["1d", "2d", "3d", "one_row"])
+@pytest.mark.parametrize(
+    "shape", [(256,), (3, 512), (2, 3, 256), (1, 256)], ids=["1d", "2d", "3d", "one_row"]
+)
 def test_shapes_roundtrip(qtype: str, shape: tuple[int, ...]) -> None:
     fmt = sk.get_format(qtype)
     x = rows(int(np.prod(shape[:-1], dtype=np.int64)), shape[-1]).reshape(shape)
@@ -71,7 +74,9 @@ def test_threads_do_not_change_bytes(qtype: str) -> None:
 
 
 @pytest.mark.parametrize("qtype", ["Q4_K", "Q5_0", "IQ4_NL", "BF16"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"]
+)
 def test_torch_cpu_inputs_widen_exactly(qtype: str, dtype: torch.dtype) -> None:
     t = torch.from_numpy(rows(3, 512)).to(dtype)
     got = sk.quantize(t, qtype)

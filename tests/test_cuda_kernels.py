@@ -12,9 +12,8 @@ import os
 
 import numpy as np
 import pytest
-import torch
-
 import sqat_kernels as sk
+import torch
 from sqat_kernels import _C
 
 # Launch shapes: the real one (0, 0), a tiny grid that forces many grid-stride iterations, and a

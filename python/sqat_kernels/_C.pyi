@@ -14,7 +14,9 @@ def quantize(
 ) -> npt.NDArray[np.uint8]:
     """float32 [nrows, n] (C-contiguous) -> uint8 [nrows, row_bytes]; ValueError on NaN/Inf."""
 
-def dequantize(data: npt.NDArray[np.uint8], type: int, n_per_row: int, threads: int = 1) -> npt.NDArray[np.float32]:
+def dequantize(
+    data: npt.NDArray[np.uint8], type: int, n_per_row: int, threads: int = 1
+) -> npt.NDArray[np.float32]:
     """uint8 [nrows, row_bytes] (C-contiguous) -> float32 [nrows, n_per_row]."""
 
 def emulate_cuda_quantize(

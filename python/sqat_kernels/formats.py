@@ -77,7 +77,9 @@ def get_format(qtype: str | GGMLQuantizationType | QuantFormat) -> QuantFormat:
     elif isinstance(qtype, str):
         name = qtype.upper()
     else:
-        raise TypeError(f"qtype must be a type name like 'Q4_K' or a gguf.GGMLQuantizationType, not {qtype!r}")
+        raise TypeError(
+            f"qtype must be a type name like 'Q4_K' or a gguf.GGMLQuantizationType, not {qtype!r}"
+        )
     fmt = _FORMATS.get(name)
     if fmt is None:
         raise ValueError(f"unsupported quantization type {qtype!r}; supported: {', '.join(SUPPORTED_TYPES)}")

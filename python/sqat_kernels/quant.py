@@ -114,7 +114,9 @@ def _quantize_tensor(x: Any, fmt: QuantFormat, imatrix: Any, threads: int | None
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"quantize expects float32, float16 or bfloat16 values, got {x.dtype}")
     if x.dim() == 0:
-        raise TypeError("quantize expects a tensor with at least one dimension (blocks run along the last one)")
+        raise TypeError(
+            "quantize expects a tensor with at least one dimension (blocks run along the last one)"
+        )
     n = x.shape[-1]
     fmt.check_row_length(n)
     out_shape = tuple(x.shape[:-1]) + (fmt.row_bytes(n),)
@@ -125,7 +127,9 @@ def _quantize_tensor(x: Any, fmt: QuantFormat, imatrix: Any, threads: int | None
         im = _imatrix_array(imatrix, n)  # validates length and finiteness on the host
         bad = cuda.first_nonfinite(x2d)
         if bad is not None:
-            raise ValueError(f"cannot quantize to {fmt.name}: non-finite value at row {bad[0]}, column {bad[1]}")
+            raise ValueError(
+                f"cannot quantize to {fmt.name}: non-finite value at row {bad[0]}, column {bad[1]}"
+            )
         packed = cuda.quantize(x2d, fmt, None if im is None else torch.from_numpy(im))
         return packed.reshape(out_shape)
     if x.device.type != "cpu":
@@ -172,7 +176,9 @@ def dequantize(data: Any, qtype: QType, shape: Sequence[int] | int, *, threads: 
         if data.dtype != torch.uint8:
             raise TypeError(f"dequantize expects uint8 bytes, got {data.dtype}")
         if data.numel() != expected:
-            raise ValueError(f"{fmt.name} data for shape {dims} must hold {expected} bytes, got {data.numel()}")
+            raise ValueError(
+                f"{fmt.name} data for shape {dims} must hold {expected} bytes, got {data.numel()}"
+            )
         d2 = data.detach().reshape(rows, fmt.row_bytes(n)).contiguous()
         if data.is_cuda:
             from .backends import cuda

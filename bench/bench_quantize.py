@@ -1,0 +1,175 @@
+"""Quantization throughput: sqat-kernels (C++, 1 thread and all threads) vs libggml vs gguf-py.
+
+All competitors run in this process on the same float32 input (``0.02 * randn``, size x size), per format,
+interleaved round-robin. Reported: median wall time over repeated runs after warm-up, throughput in
+M weights/s, ratios of sqat to libggml (``ggml_quantize_chunk``, single-threaded), and whether sqat's bytes
+equal libggml's.
+
+Run from the repository root::
+
+    python bench/bench_quantize.py                 # 1024 x 1024, all formats, no imatrix
+    python bench/bench_quantize.py --size 2048 --imatrix --formats Q4_K Q6_K --out bench/results/q.json
+
+The libggml wrapper is shared with the tests (``tests/libggml.py``); this script puts ``tests/`` on sys.path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+from harness import (
+    add_tests_dir_to_path,
+    format_table,
+    machine_info,
+    measure_interleaved,
+    usable_cores,
+    write_json,
+)
+
+add_tests_dir_to_path()
+
+import gguf  # noqa: E402
+import libggml  # noqa: E402  (tests/libggml.py)
+
+DEFAULT_OUT = "bench/results/quantize.json"
+IMATRIX_IGNORED = ("Q8_0", "F16", "BF16")  # ggml_quantize_chunk does not use the imatrix for these
+
+
+def _gguf_py_quantizer(fmt: str) -> Any:
+    """gguf-py's quantizer for ``fmt``, or None where gguf.quants only dequantizes this type."""
+    qtype = gguf.GGMLQuantizationType[fmt]
+    probe = np.zeros((1, gguf.GGML_QUANT_SIZES[qtype][0] * 8), dtype=np.float32)
+    try:
+        gguf.quants.quantize(probe, qtype)
+    except NotImplementedError:
+        return None
+    return lambda x: gguf.quants.quantize(x, qtype)
+
+
+def bench_format(
+    fmt: str, x: np.ndarray, imatrix: np.ndarray | None, threads: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Time every competitor on one format; returns a JSON-ready record."""
+    import sqat_kernels
+
+    ggml = libggml.load()
+    timing_kw = {"warmup": args.warmup, "repeats": args.repeats, "budget_s": args.budget}
+    competitors: dict[str, Any] = {
+        "sqat_1t": lambda: sqat_kernels.quantize(x, fmt, imatrix, threads=1),
+        f"sqat_{threads}t": lambda: sqat_kernels.quantize(x, fmt, imatrix, threads=threads),
+        "libggml_1t": lambda: ggml.quantize(x, fmt, imatrix),
+    }
+    gguf_q = _gguf_py_quantizer(fmt)
+    # gguf-py has no imatrix path; it is comparable where llama.cpp ignores the imatrix too
+    if gguf_q is not None and (imatrix is None or fmt in IMATRIX_IGNORED):
+        competitors["gguf_py"] = lambda: gguf_q(x)
+
+    record: dict[str, Any] = {"format": fmt, "imatrix": imatrix is not None, "timings": {}}
+    for name, t in measure_interleaved(competitors, **timing_kw).items():
+        record["timings"][name] = {**t.as_dict(), "mweights_per_s": x.size / t.median_s / 1e6}
+    expected = ggml.quantize(x, fmt, imatrix)
+    record["bytes_match_libggml"] = bool(
+        np.array_equal(np.asarray(sqat_kernels.quantize(x, fmt, imatrix)), expected)
+    )
+    base = record["timings"]["libggml_1t"]["median_s"]
+    record["speedup_vs_libggml_1t"] = {
+        name: base / t["median_s"] for name, t in record["timings"].items() if name != "libggml_1t"
+    }
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the benchmark, print the table and write JSON."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=1024, help="input is size x size float32 (default 1024)")
+    p.add_argument("--formats", nargs="+", default=list(libggml.FORMATS), choices=libggml.FORMATS)
+    p.add_argument(
+        "--threads", type=int, default=usable_cores(), help="'all threads' count (default: usable cores)"
+    )
+    p.add_argument("--imatrix", action="store_true", help="pass a random positive importance matrix")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument(
+        "--budget", type=float, default=5.0, help="seconds of timed runs per competitor (>=3 runs)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON result path (default {DEFAULT_OUT})")
+    args = p.parse_args(argv)
+
+    if args.size % 256:
+        p.error("--size must be a multiple of 256 (K-quant super-block)")
+    rng = np.random.default_rng(args.seed)
+    x = np.ascontiguousarray(0.02 * rng.standard_normal((args.size, args.size)), dtype=np.float32)
+    imatrix = rng.lognormal(0.0, 1.0, args.size).astype(np.float32) if args.imatrix else None
+
+    machine = machine_info()
+    print(
+        f"# {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+        f"avx2={machine['cpu_flags']['avx2']} avx512f={machine['cpu_flags']['avx512f']}, "
+        f"load average {machine['loadavg_1m_at_start']:.2f}"
+    )
+    print(
+        f"# input {args.size}x{args.size} float32 (0.02*randn), imatrix={'yes' if args.imatrix else 'no'}, "
+        f"threads={args.threads}"
+    )
+
+    records = []
+    for fmt in args.formats:
+        records.append(bench_format(fmt, x, imatrix, args.threads, args))
+        print(f"  {fmt} done", file=sys.stderr, flush=True)
+
+    nt = f"sqat_{args.threads}t"
+    header = [
+        "format",
+        "sqat 1T",
+        f"sqat {args.threads}T",
+        "libggml 1T",
+        "gguf-py",
+        "sqat1T/ggml",
+        f"sqat{args.threads}T/ggml",
+        "bytes==",
+    ]
+    rows = []
+    for r in records:
+        t, s = r["timings"], r["speedup_vs_libggml_1t"]
+        rows.append(
+            [
+                r["format"],
+                t["sqat_1t"]["mweights_per_s"],
+                t[nt]["mweights_per_s"],
+                t["libggml_1t"]["mweights_per_s"],
+                t["gguf_py"]["mweights_per_s"] if "gguf_py" in t else None,
+                s["sqat_1t"],
+                s[nt],
+                "yes" if r["bytes_match_libggml"] else "NO",
+            ]
+        )
+    print("throughput in M weights/s (median); ratios = sqat / libggml single-thread")
+    print(format_table(rows, header))
+
+    payload = {
+        "benchmark": "quantize",
+        "machine": machine,
+        "config": {
+            "shape": [args.size, args.size],
+            "dtype": "float32",
+            "distribution": "0.02*randn",
+            "seed": args.seed,
+            "imatrix": args.imatrix,
+            "threads": args.threads,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "budget_s": args.budget,
+            "libggml": str(libggml.load().path.name),
+        },
+        "results": records,
+    }
+    print(f"wrote {write_json(args.out, payload)}")
+    return 0 if all(r["bytes_match_libggml"] for r in records) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

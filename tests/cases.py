@@ -1,0 +1,217 @@
+"""Deterministic input generators for the cross-checks against libggml.
+
+Every case is a pure function of (case name, shape): its generator is seeded from a CRC of the name, so a test
+id always denotes the same bytes regardless of test order, selection (``-k``) or pytest-xdist.
+
+Cases (rows are float32, C-contiguous):
+
+* ``randn``, ``weights`` (0.02·randn, like trained linear weights), ``heavy_tail`` (Student-t, df 2.5),
+* ``fp16_ties_small`` / ``fp16_ties_wide``: integers and halves (exactly on the fp16 grid), each 32-block
+  pinned to an extreme of -8 resp. 127 so that the legacy formats get ``d = ±1`` and ``x·id`` lands exactly
+  on .5, scaled per row by a power of two (keeps the ties exact),
+* ``zero_rows`` (some rows entirely 0), ``zero_subblocks`` (aligned zero 16- and 32-element pieces and one
+  zero 256-block inside random rows), ``constant_blocks`` (constant 16/32/256-element pieces),
+* ``single_nonzero`` (one non-zero value per row), ``tiny`` (1e-20·randn), ``large`` (1e3·randn),
+* ``all_positive``, ``all_negative``.
+
+Importance matrices: ``imatrix_none``, ``imatrix_rand`` (positive, log-normal), ``imatrix_zeros`` (random with
+about a quarter of the entries 0, plus one whole 32-column piece of zeros).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "CASES",
+    "IMATRIX_KINDS",
+    "SHAPE_DEFAULT",
+    "SHAPE_SMOLLM",
+    "Case",
+    "all_cases",
+    "cases_for",
+    "make_imatrix",
+    "make_input",
+    "rng_for",
+]
+
+#: Default shape: a few rows, row length a multiple of 256 so every format applies.
+SHAPE_DEFAULT: tuple[int, int] = (4, 512)
+#: SmolLM2-135M hidden size; 576 = 18·32 is not a multiple of 256, so only block-32 (and block-1) formats.
+SHAPE_SMOLLM: tuple[int, int] = (3, 576)
+
+IMATRIX_KINDS: tuple[str, ...] = ("imatrix_none", "imatrix_rand", "imatrix_zeros")
+
+
+def rng_for(*key: object) -> np.random.Generator:
+    """A NumPy generator seeded from a CRC32 of ``key`` (unlike ``hash()``, stable across processes)."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _randn(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return rng.standard_normal(shape)
+
+
+def _weights(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return 0.02 * rng.standard_normal(shape)
+
+
+def _heavy_tail(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return 0.05 * rng.standard_t(2.5, size=shape)
+
+
+def _ties(rng: np.random.Generator, shape: tuple[int, int], limit: int, pin: float) -> np.ndarray:
+    """Halves in [-limit, limit], one element of every 32-block set to ``pin``, row scale 2**k."""
+    nrows, n = shape
+    x = rng.integers(-2 * limit, 2 * limit + 1, size=shape) / 2.0
+    pos = rng.integers(0, 32, size=(nrows, n // 32))
+    blocks = x.reshape(nrows, n // 32, 32)
+    np.put_along_axis(blocks, pos[..., None], pin, axis=-1)
+    scale = 2.0 ** rng.integers(-8, 4, size=(nrows, 1))
+    return x * scale
+
+
+def _fp16_ties_small(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return _ties(rng, shape, 8, -8.0)
+
+
+def _fp16_ties_wide(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return _ties(rng, shape, 127, 127.0)
+
+
+def _zero_rows(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    x = rng.standard_normal(shape)
+    x[0] = 0.0
+    if shape[0] > 2:
+        x[2] = 0.0
+    return x
+
+
+def _zero_subblocks(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    nrows, n = shape
+    x = rng.standard_normal(shape)
+    for r in range(nrows):
+        for width in (16, 32):
+            for start in rng.choice(n // width, size=max(1, n // width // 4), replace=False):
+                x[r, start * width : (start + 1) * width] = 0.0
+    if n % 256 == 0 and nrows > 1:
+        x[1, n - 256 :] = 0.0  # a whole super-block
+    return x
+
+
+def _constant_blocks(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    nrows, n = shape
+    x = rng.standard_normal(shape)
+    for r in range(nrows):
+        for width in (16, 32):
+            for start in rng.choice(n // width, size=max(1, n // width // 4), replace=False):
+                x[r, start * width : (start + 1) * width] = rng.standard_normal()
+    if n % 256 == 0 and nrows > 1:
+        x[1, :256] = 0.375  # a whole constant super-block (positive)
+        x[nrows - 1, :256] = -1.25  # and a negative one
+    return x
+
+
+def _single_nonzero(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    nrows, n = shape
+    x = np.zeros(shape)
+    cols = rng.integers(0, n, size=nrows)
+    x[np.arange(nrows), cols] = rng.standard_normal(nrows) * 3.0
+    return x
+
+
+def _tiny(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return 1e-20 * rng.standard_normal(shape)
+
+
+def _large(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return 1e3 * rng.standard_normal(shape)
+
+
+def _all_positive(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return np.abs(rng.standard_normal(shape)) + 0.01
+
+
+def _all_negative(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return -np.abs(rng.standard_normal(shape)) - 0.01
+
+
+_GENERATORS: dict[str, Callable[[np.random.Generator, tuple[int, int]], np.ndarray]] = {
+    "randn": _randn,
+    "weights": _weights,
+    "heavy_tail": _heavy_tail,
+    "fp16_ties_small": _fp16_ties_small,
+    "fp16_ties_wide": _fp16_ties_wide,
+    "zero_rows": _zero_rows,
+    "zero_subblocks": _zero_subblocks,
+    "constant_blocks": _constant_blocks,
+    "single_nonzero": _single_nonzero,
+    "tiny": _tiny,
+    "large": _large,
+    "all_positive": _all_positive,
+    "all_negative": _all_negative,
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input: a generator name and a shape; ``id`` is what tests show (``randn``, ``weights_n576``)."""
+
+    kind: str
+    shape: tuple[int, int] = SHAPE_DEFAULT
+
+    @property
+    def id(self) -> str:
+        """Readable test-id fragment; the row length is appended when it is not the default."""
+        return self.kind if self.shape == SHAPE_DEFAULT else f"{self.kind}_n{self.shape[1]}"
+
+    def make(self) -> np.ndarray:
+        """The input rows: float32 ``[nrows, n_per_row]``, C-contiguous, deterministic."""
+        return make_input(self.kind, self.shape)
+
+
+#: Default-shape cases (every format) followed by the row-length-576 cases (block-32 and block-1 formats).
+CASES: tuple[Case, ...] = tuple(Case(kind) for kind in _GENERATORS) + tuple(
+    Case(kind, SHAPE_SMOLLM) for kind in ("randn", "weights", "fp16_ties_small", "zero_subblocks")
+)
+
+
+def all_cases() -> tuple[Case, ...]:
+    """Every case, in a fixed order."""
+    return CASES
+
+
+def cases_for(block_size: int) -> tuple[Case, ...]:
+    """The cases whose row length is a whole number of ``block_size`` blocks."""
+    return tuple(c for c in CASES if c.shape[1] % block_size == 0)
+
+
+def make_input(kind: str, shape: tuple[int, int] = SHAPE_DEFAULT) -> np.ndarray:
+    """Float32 ``[nrows, n_per_row]`` rows of case ``kind``; deterministic in (kind, shape)."""
+    try:
+        gen = _GENERATORS[kind]
+    except KeyError:
+        raise ValueError(f"unknown case {kind!r}; known: {sorted(_GENERATORS)}") from None
+    x = gen(rng_for("input", kind, shape), shape)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def make_imatrix(kind: str, n_per_row: int) -> np.ndarray | None:
+    """Importance matrix ``float32 [n_per_row]`` of the given kind, or ``None`` for ``imatrix_none``."""
+    if kind == "imatrix_none":
+        return None
+    rng = rng_for("imatrix", kind, n_per_row)
+    if kind == "imatrix_rand":
+        w = rng.lognormal(mean=0.0, sigma=1.5, size=n_per_row)
+    elif kind == "imatrix_zeros":
+        w = rng.lognormal(mean=0.0, sigma=1.5, size=n_per_row)
+        w[rng.random(n_per_row) < 0.25] = 0.0
+        start = 32 * int(rng.integers(0, n_per_row // 32))
+        w[start : start + 32] = 0.0
+    else:
+        raise ValueError(f"unknown imatrix kind {kind!r}; known: {IMATRIX_KINDS}")
+    return np.ascontiguousarray(w, dtype=np.float32)
