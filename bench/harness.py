@@ -24,7 +24,6 @@ __all__ = [
     "add_tests_dir_to_path",
     "format_table",
     "machine_info",
-    "measure",
     "measure_interleaved",
     "usable_cores",
     "write_json",

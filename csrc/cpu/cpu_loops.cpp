@@ -45,17 +45,28 @@ inline int first_nonfinite(const float* x, int n) {
     return -1;
 }
 
-// One instantiation per type so the format switch folds away inside the hot loop.
+// One instantiation per type so the format switch folds away inside the hot loop.  Rows are
+// contiguous, so the input and output pointers simply advance block by block; only the column
+// (imatrix offset) and the row (sigma2) are tracked.
 template <int T>
 int64_t quantize_range(const QuantizeArgs& a, int64_t b0, int64_t b1) {
     const Geometry geo = geometry(T);
+    const BlockLocation start = locate_block(b0, a.n_per_row, geo);
+    int64_t row = start.row, col = start.col;
+    const float* xb = a.x + start.x_offset;
+    uint8_t* yb = a.y + start.y_offset;
     for (int64_t i = b0; i < b1; ++i) {
-        const BlockLocation loc = locate_block(i, a.n_per_row, geo);
-        const float* xb = a.x + loc.x_offset;
-        if (!all_finite(xb, geo.block_size)) return loc.x_offset + first_nonfinite(xb, geo.block_size);
-        const float* qw = a.imatrix ? a.imatrix + loc.col : nullptr;
-        const float s2 = a.row_sigma2 ? a.row_sigma2[loc.row] : 0.0f;
-        quantize_block(T, xb, qw, s2, a.y + loc.y_offset);
+        if (!all_finite(xb, geo.block_size)) return (xb - a.x) + first_nonfinite(xb, geo.block_size);
+        const float* qw = a.imatrix ? a.imatrix + col : nullptr;
+        const float s2 = a.row_sigma2 ? a.row_sigma2[row] : 0.0f;
+        quantize_block(T, xb, qw, s2, yb);
+        xb += geo.block_size;
+        yb += geo.type_size;
+        col += geo.block_size;
+        if (col == a.n_per_row) {
+            col = 0;
+            ++row;
+        }
     }
     return -1;
 }
@@ -63,10 +74,10 @@ int64_t quantize_range(const QuantizeArgs& a, int64_t b0, int64_t b1) {
 template <int T>
 void dequantize_range(const DequantizeArgs& a, int64_t b0, int64_t b1) {
     const Geometry geo = geometry(T);
-    for (int64_t i = b0; i < b1; ++i) {
-        const BlockLocation loc = locate_block(i, a.n_per_row, geo);
-        dequantize_block(T, a.y + loc.y_offset, a.x + loc.x_offset);
-    }
+    const BlockLocation start = locate_block(b0, a.n_per_row, geo);
+    const uint8_t* yb = a.y + start.y_offset;
+    float* xb = a.x + start.x_offset;
+    for (int64_t i = b0; i < b1; ++i, yb += geo.type_size, xb += geo.block_size) dequantize_block(T, yb, xb);
 }
 
 using QuantizeRange = int64_t (*)(const QuantizeArgs&, int64_t, int64_t);

@@ -18,19 +18,20 @@ namespace legacy_detail {
 // overflows to inf and the quotients become inf/NaN; spelling the x86 result out keeps every target
 // (CUDA saturates instead) on the same bytes.  Returns the byte read as int8.
 SQAT_HD int narrow_to_i8(float v) {
-    int32_t i = (int32_t)0x80000000u;
-    if (v >= -2147483648.0f && v < 2147483648.0f) i = (int32_t)v;
-    const int b = (int)((uint32_t)i & 0xffu);
-    return b >= 128 ? b - 256 : b;
+    // Out-of-range and NaN inputs are replaced by -2^31 *before* the conversion, so the conversion
+    // itself is always defined and the whole thing stays a straight line the compiler can vectorise.
+    const bool in_range = (v >= -2147483648.0f) & (v < 2147483648.0f);
+    const int32_t i = (int32_t)(in_range ? v : -2147483648.0f);
+    return (int)(int8_t)(uint8_t)((uint32_t)i & 0xffu);
 }
 
 // C roundf (halves away from zero), spelled out so host libm and CUDA cannot differ.
 SQAT_HD float round_half_away(float v) {
     const float a = fabsf(v);
-    if (!(a < 8388608.0f)) return v;  // already integral (or inf/NaN)
-    float t = (float)(int)a;          // exact truncation below 2^23
-    if (a - t >= 0.5f) t += 1.0f;     // a - t is exact
-    return v < 0.0f ? -t : t;
+    if (!(a < 8388608.0f)) return v;                // already integral (or inf/NaN)
+    float t = (float)(int)a;                        // exact truncation below 2^23
+    t += (float)(a - t >= 0.5f);                    // a - t is exact; a select, not a branch
+    return copysignf(t, v);
 }
 
 // First value of largest magnitude, sign kept (strict '<' scan, so ties keep the earliest index).
@@ -38,10 +39,9 @@ SQAT_HD float signed_absmax(const float* x) {
     float amax = 0.0f, max = 0.0f;
     for (int j = 0; j < QK32; ++j) {
         const float v = x[j];
-        if (amax < fabsf(v)) {
-            amax = fabsf(v);
-            max = v;
-        }
+        const bool larger = amax < fabsf(v);  // selects rather than a data-dependent branch
+        amax = larger ? fabsf(v) : amax;
+        max = larger ? v : max;
     }
     return max;
 }
