@@ -22,7 +22,9 @@ importance matrix:
 * :mod:`.legacy`: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (32 / 34, 18, 20, 22, 24);
 * :mod:`.iq4`: IQ4_NL (32 / 18), IQ4_XS (256 / 136);
 * :mod:`.kquants`: Q4_K, Q5_K, Q6_K (256 / 144, 176, 210);
-* :mod:`.search`: the shared scale searches (``make_qkx2/qkx3/qx/qp_quants``).
+* :mod:`.search`: the shared scale searches (``make_qkx2/qkx3/qx/qp_quants``);
+* :mod:`._blocks` (private): the format-agnostic pieces all of them share (input checks, little-endian
+  fields and ggml's fp16/bf16 conversions, sequential sums and scans, ``nearest_int``).
 
 Each module exposes ``quantize_<fmt>(x, imatrix=None)`` (float32 [nrows, n_per_row] -> uint8
 [nrows, n_per_row // block * type_size]) and ``dequantize_<fmt>(data)`` (uint8 [nrows, row_bytes] -> float32

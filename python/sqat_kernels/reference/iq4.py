@@ -31,17 +31,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from .legacy import (
-    _IEEE,
+from ._blocks import (
+    GROUP_MAX_EPS,
     block_weights,
+    f16_from_bytes,
+    f16_to_bytes,
     first_abs_max,
-    fp16_load,
-    fp16_store,
+    nearest_int,
+    pack_nibbles,
+    packed_rows,
     prepare_input,
     prepare_packed,
     safe_reciprocal,
+    seq_sum,
+    silence_fp_warnings,
+    u16_from_bytes,
+    u16_to_bytes,
+    unpack_nibbles,
+    value_rows,
 )
-from .search import GROUP_MAX_EPS, nearest_int, seq_sum
 
 __all__ = [
     "KVALUES_IQ4NL",
@@ -99,8 +107,8 @@ def _subblock_scales(xb: np.ndarray, w: np.ndarray) -> np.ndarray:
     amax, vmax = first_abs_max(xb)
     zero = amax < GROUP_MAX_EPS
     v0 = KVALUES_IQ4NL[0]
-    # An all-zero sub-block divides by zero below (silently, see _IEEE); its result is replaced by 0 at the
-    # end.
+    # An all-zero sub-block divides by zero below (silently, see silence_fp_warnings); its result is
+    # replaced by 0 at the end.
     d = -vmax / v0
     sumqx, sumq2 = _sums(xb, w, np.float32(1.0) / d)
     d = np.where(sumq2 > 0, sumqx / sumq2, np.float32(0.0))
@@ -122,12 +130,7 @@ def _weights(xs: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     return qw * np.sqrt(sigma2[:, None] + xs * xs)
 
 
-def _pack_codes(codes: np.ndarray) -> np.ndarray:
-    """Codes int [n, 32] -> uint8 [n, 16]: byte j = code j | code j+16 << 4."""
-    return (codes[:, :16] | (codes[:, 16:] << 4)).astype(np.uint8)
-
-
-@_IEEE
+@silence_fp_warnings
 def quantize_iq4_nl(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """IQ4_NL rows as ``quantize_iq4_nl`` writes them (``quantize_row_iq4_nl_impl(32, 32, ..., ntry=7)``).
 
@@ -145,12 +148,12 @@ def quantize_iq4_nl(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndar
     inv_scale = safe_reciprocal(scale)
     codes = best_index_iq4nl(inv_scale[:, None] * xb)
     blocks = np.zeros((xb.shape[0], 18), dtype=np.uint8)
-    fp16_store(blocks, 0, scale)
-    blocks[:, 2:] = _pack_codes(codes)
-    return blocks.reshape(x.shape[0], x.shape[1] // _SUB * 18)
+    blocks[:, 0:2] = f16_to_bytes(scale)
+    blocks[:, 2:] = pack_nibbles(codes)  # byte j = code j | code j+16 << 4
+    return packed_rows(blocks, x.shape, _SUB)
 
 
-@_IEEE
+@silence_fp_warnings
 def dequantize_iq4_nl(data: np.ndarray) -> np.ndarray:
     """IQ4_NL bytes -> values ``d * kvalues[q]``.
 
@@ -161,14 +164,12 @@ def dequantize_iq4_nl(data: np.ndarray) -> np.ndarray:
         float32 [nrows, nblocks * 32].
     """
     blocks = prepare_packed(data, 18)
-    d = fp16_load(blocks, 0)
-    qs = blocks[:, 2:].astype(np.int64)
-    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=1)
-    values = d[:, None] * KVALUES_IQ4NL[codes]
-    return values.reshape(data.shape[0], data.shape[1] // 18 * _SUB)
+    d = f16_from_bytes(blocks[:, 0:2])
+    codes = unpack_nibbles(blocks[:, 2:])
+    return value_rows(d[:, None] * KVALUES_IQ4NL[codes], data.shape, 18, _SUB)
 
 
-@_IEEE
+@silence_fp_warnings
 def quantize_iq4_xs(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """IQ4_XS rows as ``quantize_iq4_xs`` writes them (``quantize_row_iq4_nl_impl(256, 32, ..., ntry=7)``).
 
@@ -187,14 +188,7 @@ def quantize_iq4_xs(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndar
     w = _weights(xs, qw)
     scales = _subblock_scales(xs.reshape(-1, _SUB), w.reshape(-1, _SUB)).reshape(nsuper, nsub)
 
-    # The sub-block scale of largest magnitude (first occurrence, signed).
-    amax_scale = np.zeros(nsuper, dtype=np.float32)
-    max_scale = np.zeros(nsuper, dtype=np.float32)
-    for ib in range(nsub):
-        a = np.abs(scales[:, ib])
-        take = a > amax_scale
-        amax_scale = np.where(take, a, amax_scale)
-        max_scale = np.where(take, scales[:, ib], max_scale)
+    _, max_scale = first_abs_max(scales)  # the sub-block scale of largest magnitude (first one, signed)
 
     d = -max_scale / np.float32(32.0)
     inv_d = safe_reciprocal(d)
@@ -211,15 +205,14 @@ def quantize_iq4_xs(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndar
         scales_h |= (ls[:, ib] >> 4) << (2 * ib)
 
     blocks = np.zeros((nsuper, 136), dtype=np.uint8)
-    fp16_store(blocks, 0, d)
-    blocks[:, 2] = (scales_h & 0xFF).astype(np.uint8)
-    blocks[:, 3] = (scales_h >> 8).astype(np.uint8)
+    blocks[:, 0:2] = f16_to_bytes(d)
+    blocks[:, 2:4] = u16_to_bytes(scales_h)
     blocks[:, 4:8] = scales_l.astype(np.uint8)
-    blocks[:, 8:] = _pack_codes(codes.reshape(-1, _SUB)).reshape(nsuper, 128)
-    return blocks.reshape(x.shape[0], x.shape[1] // _QK_K * 136)
+    blocks[:, 8:] = pack_nibbles(codes).reshape(nsuper, 128)
+    return packed_rows(blocks, x.shape, _QK_K)
 
 
-@_IEEE
+@silence_fp_warnings
 def dequantize_iq4_xs(data: np.ndarray) -> np.ndarray:
     """IQ4_XS bytes -> values ``(d * (ls - 32)) * kvalues[q]``.
 
@@ -230,13 +223,11 @@ def dequantize_iq4_xs(data: np.ndarray) -> np.ndarray:
         float32 [nrows, nblocks * 256].
     """
     blocks = prepare_packed(data, 136)
-    d = fp16_load(blocks, 0)
-    scales_h = blocks[:, 2].astype(np.int64) | (blocks[:, 3].astype(np.int64) << 8)
+    d = f16_from_bytes(blocks[:, 0:2])
+    scales_h = u16_from_bytes(blocks[:, 2:4]).astype(np.int64)
     scales_l = blocks[:, 4:8].astype(np.int64)
     ib = np.arange(_QK_K // _SUB)
     ls = ((scales_l[:, ib // 2] >> (4 * (ib % 2))) & 0x0F) | (((scales_h[:, None] >> (2 * ib)) & 3) << 4)
-    qs = blocks[:, 8:].reshape(-1, 8, 16).astype(np.int64)
-    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=2)  # [nblocks, 8, 32]
+    codes = unpack_nibbles(blocks[:, 8:].reshape(-1, 8, 16))  # [nblocks, 8, 32]
     dl = d[:, None] * (ls - 32).astype(np.float32)  # [nblocks, 8]
-    values = dl[:, :, None] * KVALUES_IQ4NL[codes]
-    return values.reshape(data.shape[0], data.shape[1] // 136 * _QK_K)
+    return value_rows(dl[:, :, None] * KVALUES_IQ4NL[codes], data.shape, 136, _QK_K)

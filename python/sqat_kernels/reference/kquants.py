@@ -30,16 +30,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from .floats import fp16_bits_to_fp32, fp32_to_fp16_bits
-from .search import (
+from ._blocks import (
     GROUP_MAX_EPS,
-    make_qkx2_quants,
-    make_qkx3_quants,
-    make_qp_quants,
-    make_qx_quants,
+    block_weights,
+    f16_from_bytes,
+    f16_to_bytes,
+    first_abs_max,
     nearest_int,
+    pack_nibbles,
+    packed_rows,
+    prepare_input,
+    prepare_packed,
+    round_trip_f16,
+    scan_max,
     seq_sum,
+    silence_fp_warnings,
+    unpack_nibbles,
+    value_rows,
+    wrap_int8,
 )
+from .search import make_qkx2_quants, make_qkx3_quants, make_qp_quants, make_qx_quants
 
 __all__ = [
     "QK_K",
@@ -60,16 +70,15 @@ _Q4_K_BYTES = 144
 _Q5_K_BYTES = 176
 _Q6_K_BYTES = 210
 
-# Re-quantization divides by zero / NaN in sub-blocks whose result is then discarded by a mask.
-_quiet = np.errstate(divide="ignore", invalid="ignore", over="ignore")
-
 
 # ------------------------------------------------------------------------------------------------------------
-# Input/output plumbing
+# Input plumbing
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _prepare(x: np.ndarray, imatrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _super_blocks(
+    x: np.ndarray, imatrix: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Validate inputs and cut them into super-blocks.
 
     Args:
@@ -77,52 +86,12 @@ def _prepare(x: np.ndarray, imatrix: np.ndarray | None) -> tuple[np.ndarray, np.
         imatrix: None, or float32 [n_per_row].
 
     Returns:
-        ``(xs, qw)``: float32 [nrows * n_per_row // 256, 256] and the importance of each of those values
-        (float32, same shape) or None.
+        ``(x, xs, qw)``: the validated ``x``, float32 [nrows * n_per_row // 256, 256] super-blocks and the
+        importance of each of their values (float32, same shape) or None.
     """
-    x = np.asarray(x)
-    if x.dtype != np.float32:
-        raise TypeError(f"x must be float32, got {x.dtype}")
-    if x.ndim != 2 or x.shape[1] % QK_K != 0:
-        raise ValueError(f"x must have shape [nrows, n_per_row] with n_per_row a multiple of {QK_K}, "
-                         f"got shape {x.shape}")
-    xs = np.ascontiguousarray(x).reshape(-1, QK_K)
-    if imatrix is None:
-        return xs, None
-    imatrix = np.asarray(imatrix)
-    if imatrix.dtype != np.float32:
-        raise TypeError(f"imatrix must be float32, got {imatrix.dtype}")
-    if imatrix.shape != (x.shape[1],):
-        raise ValueError(f"imatrix must have shape ({x.shape[1]},), got shape {imatrix.shape}")
-    per_row = imatrix.reshape(-1, QK_K)
-    qw = np.broadcast_to(per_row, (x.shape[0], *per_row.shape)).reshape(-1, QK_K)
-    return xs, np.ascontiguousarray(qw)
-
-
-def _prepare_packed(data: np.ndarray, type_size: int) -> np.ndarray:
-    """uint8 [nrows, row_bytes] -> uint8 [nblocks, type_size] (row_bytes a multiple of type_size)."""
-    data = np.asarray(data)
-    if data.dtype != np.uint8:
-        raise TypeError(f"data must be uint8, got {data.dtype}")
-    if data.ndim != 2 or data.shape[1] % type_size != 0:
-        raise ValueError(f"data must have shape [nrows, row_bytes] with row_bytes a multiple of {type_size}, "
-                         f"got shape {data.shape}")
-    return np.ascontiguousarray(data).reshape(-1, type_size)
-
-
-def _f16_bytes(v: np.ndarray) -> np.ndarray:
-    """float32 [B] -> uint8 [B, 2]: fp16 (round to nearest even), little-endian."""
-    return fp32_to_fp16_bits(v).astype("<u2").view(np.uint8).reshape(-1, 2)
-
-
-def _f16_load(b: np.ndarray) -> np.ndarray:
-    """uint8 [B, 2] little-endian fp16 -> float32 [B]."""
-    return fp16_bits_to_fp32(np.ascontiguousarray(b).view("<u2").reshape(-1).astype(np.uint16))
-
-
-def _round_trip_f16(v: np.ndarray) -> np.ndarray:
-    """``GGML_FP16_TO_FP32(GGML_FP32_TO_FP16(v))``: float32 [B] -> float32 [B]."""
-    return fp16_bits_to_fp32(fp32_to_fp16_bits(v))
+    x, imatrix = prepare_input(x, imatrix, QK_K)
+    qw = None if imatrix is None else block_weights(imatrix, x.shape[0], QK_K)
+    return x, x.reshape(-1, QK_K), qw
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -175,15 +144,7 @@ def _unpack_scale_min(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _running_max(v: np.ndarray) -> np.ndarray:
-    """``m = 0; for (j...) if (v[j] > m) m = v[j];`` over the last axis: float32 [B, n] -> [B]."""
-    m = np.zeros(v.shape[0], dtype=F32)
-    for j in range(v.shape[1]):
-        m = np.where(v[:, j] > m, v[:, j], m)
-    return m
-
-
-@_quiet
+@silence_fp_warnings
 def _quantize_q45_K(xs: np.ndarray, qw: np.ndarray | None, nmax: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The part of Q4_K (nmax 15) and Q5_K (nmax 31) quantization before bit packing.
@@ -208,8 +169,8 @@ def _quantize_q45_K(xs: np.ndarray, qw: np.ndarray | None, nmax: int
         scales, mins, L = make_qkx2_quants(nmax, xb, w, rmin, 0.1, nstep, False)
         scales = scales.reshape(nb, 8)
         mins = mins.reshape(nb, 8)
-        max_scale = _running_max(scales)
-        max_min = _running_max(mins)
+        max_scale = scan_max(scales, 0.0)
+        max_min = scan_max(mins, 0.0)
         inv_scale = np.where(max_scale > 0, F32(63.0) / max_scale, F32(0.0))
         inv_min = np.where(max_min > 0, F32(63.0) / max_min, F32(0.0))
         # uint8_t ls = nearest_int(...) wraps modulo 256 before MIN(63, ls).
@@ -234,8 +195,8 @@ def _quantize_q45_K(xs: np.ndarray, qw: np.ndarray | None, nmax: int
 
     # Re-quantize with the stored fp16 super-scales and 6-bit sub-scales; skip sub-blocks with d*sc == 0.
     sc, m = _unpack_scale_min(packed)
-    dj = _round_trip_f16(d)[:, None] * sc.astype(F32)
-    dm = _round_trip_f16(dmin)[:, None] * m.astype(F32)
+    dj = round_trip_f16(d)[:, None] * sc.astype(F32)
+    dm = round_trip_f16(dmin)[:, None] * m.astype(F32)
     x3 = xs.reshape(nb, 8, 32)
     requant = np.clip(nearest_int((x3 + dm[:, :, None]) / dj[:, :, None]), 0, nmax)
     L = np.where(dj[:, :, None] == 0, L.reshape(nb, 8, 32), requant).astype(np.uint8)
@@ -244,16 +205,15 @@ def _quantize_q45_K(xs: np.ndarray, qw: np.ndarray | None, nmax: int
 
 def _nibbles_q4_K(L: np.ndarray) -> np.ndarray:
     """Levels uint8 [B, 256] (0..15) -> qs uint8 [B, 128]: value 64c+l low nibble, 64c+32+l high nibble."""
-    q = L.reshape(-1, 4, 2, 32)
-    return (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(-1, 128).astype(np.uint8)
+    return pack_nibbles(L.reshape(-1, 4, 64)).reshape(-1, 128)
 
 
 def _levels_q4_K(qs: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_nibbles_q4_K`: uint8 [B, 128] -> uint8 [B, 256]."""
-    q = qs.reshape(-1, 4, 1, 32)
-    return np.concatenate([q & 0xF, q >> 4], axis=2).reshape(-1, QK_K)
+    """Inverse of :func:`_nibbles_q4_K`: uint8 [B, 128] -> int32 [B, 256]."""
+    return unpack_nibbles(qs.reshape(-1, 4, 32)).reshape(-1, QK_K)
 
 
+@silence_fp_warnings
 def quantize_q4_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Quantize rows to Q4_K exactly as ``ggml_quantize_chunk(GGML_TYPE_Q4_K, ...)``.
 
@@ -264,12 +224,13 @@ def quantize_q4_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
     Returns:
         uint8 [nrows, n_per_row // 256 * 144].
     """
-    xs, qw = _prepare(x, imatrix)
+    x, xs, qw = _super_blocks(x, imatrix)
     d, dmin, scales, L = _quantize_q45_K(xs, qw, 15)
-    blocks = np.concatenate([_f16_bytes(d), _f16_bytes(dmin), scales, _nibbles_q4_K(L)], axis=1)
-    return blocks.reshape(x.shape[0], x.shape[1] // QK_K * _Q4_K_BYTES)
+    blocks = np.concatenate([f16_to_bytes(d), f16_to_bytes(dmin), scales, _nibbles_q4_K(L)], axis=1)
+    return packed_rows(blocks, x.shape, QK_K)
 
 
+@silence_fp_warnings
 def quantize_q5_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Quantize rows to Q5_K exactly as ``ggml_quantize_chunk(GGML_TYPE_Q5_K, ...)``.
 
@@ -280,7 +241,7 @@ def quantize_q5_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
     Returns:
         uint8 [nrows, n_per_row // 256 * 176].
     """
-    xs, qw = _prepare(x, imatrix)
+    x, xs, qw = _super_blocks(x, imatrix)
     d, dmin, scales, L = _quantize_q45_K(xs, qw, 31)
     hi = (L >> 4).reshape(-1, 4, 2, 32)  # bit 4 of value 64c + 32h + l
     qh = np.zeros((L.shape[0], 32), dtype=np.uint8)
@@ -288,10 +249,11 @@ def quantize_q5_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
         for h in range(2):
             qh |= (hi[:, c, h, :] << (2 * c + h)).astype(np.uint8)
     qs = _nibbles_q4_K(L & 0xF)
-    blocks = np.concatenate([_f16_bytes(d), _f16_bytes(dmin), scales, qh, qs], axis=1)
-    return blocks.reshape(x.shape[0], x.shape[1] // QK_K * _Q5_K_BYTES)
+    blocks = np.concatenate([f16_to_bytes(d), f16_to_bytes(dmin), scales, qh, qs], axis=1)
+    return packed_rows(blocks, x.shape, QK_K)
 
 
+@silence_fp_warnings
 def dequantize_q4_K(data: np.ndarray) -> np.ndarray:
     """Q4_K bytes -> values ``(d*sc) * q - (dmin*m)`` as ``dequantize_row_q4_K``.
 
@@ -301,11 +263,12 @@ def dequantize_q4_K(data: np.ndarray) -> np.ndarray:
     Returns:
         float32 [nrows, nblocks * 256].
     """
-    blocks = _prepare_packed(data, _Q4_K_BYTES)
+    blocks = prepare_packed(data, _Q4_K_BYTES)
     q = _levels_q4_K(blocks[:, 16:]).reshape(-1, 8, 32).astype(F32)
-    return _dequantize_q45_K(blocks, q).reshape(data.shape[0], data.shape[1] // _Q4_K_BYTES * QK_K)
+    return value_rows(_dequantize_q45_K(blocks, q), data.shape, _Q4_K_BYTES, QK_K)
 
 
+@silence_fp_warnings
 def dequantize_q5_K(data: np.ndarray) -> np.ndarray:
     """Q5_K bytes -> values ``(d*sc) * (q_lo + 16*hbit) - (dmin*m)`` as ``dequantize_row_q5_K``.
 
@@ -315,18 +278,18 @@ def dequantize_q5_K(data: np.ndarray) -> np.ndarray:
     Returns:
         float32 [nrows, nblocks * 256].
     """
-    blocks = _prepare_packed(data, _Q5_K_BYTES)
+    blocks = prepare_packed(data, _Q5_K_BYTES)
     lo = _levels_q4_K(blocks[:, 48:]).reshape(-1, 4, 2, 32)
-    qh = blocks[:, 16:48]
-    hi = np.stack([np.stack([(qh >> (2 * c + h)) & 1 for h in range(2)], axis=1) for c in range(4)], axis=1)
+    qh = blocks[:, 16:48].astype(np.int32)[:, None, None, :]
+    hi = (qh >> np.arange(8, dtype=np.int32).reshape(4, 2, 1)) & 1  # bit 2c + h of qh[l]
     q = (lo + (hi << 4)).reshape(-1, 8, 32).astype(F32)
-    return _dequantize_q45_K(blocks, q).reshape(data.shape[0], data.shape[1] // _Q5_K_BYTES * QK_K)
+    return value_rows(_dequantize_q45_K(blocks, q), data.shape, _Q5_K_BYTES, QK_K)
 
 
 def _dequantize_q45_K(blocks: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Q4_K/Q5_K ``(d*sc) * q - (dmin*m)``: blocks uint8 [B, >=16], levels float32 [B, 8, 32] -> [B, 256]."""
-    d = _f16_load(blocks[:, 0:2])
-    dmin = _f16_load(blocks[:, 2:4])
+    d = f16_from_bytes(blocks[:, 0:2])
+    dmin = f16_from_bytes(blocks[:, 2:4])
     sc, m = _unpack_scale_min(blocks[:, 4:16])
     d1 = d[:, None] * sc.astype(F32)
     m1 = dmin[:, None] * m.astype(F32)
@@ -338,7 +301,7 @@ def _dequantize_q45_K(blocks: np.ndarray, q: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------
 
 
-@_quiet
+@silence_fp_warnings
 def quantize_q6_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Quantize rows to Q6_K exactly as ``ggml_quantize_chunk(GGML_TYPE_Q6_K, ...)``.
 
@@ -360,42 +323,36 @@ def quantize_q6_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
     Returns:
         uint8 [nrows, n_per_row // 256 * 210].
     """
-    xs, qw = _prepare(x, imatrix)
+    x, xs, qw = _super_blocks(x, imatrix)
     nb = xs.shape[0]
     qwb = None if qw is None else qw.reshape(nb * 16, 16)
     scales, L = make_qx_quants(32, xs.reshape(nb * 16, 16), 1, qwb)
     scales = scales.reshape(nb, 16)
 
-    max_abs_scale = np.zeros(nb, dtype=F32)
-    max_scale = np.zeros(nb, dtype=F32)
-    for ib in range(16):
-        a = np.abs(scales[:, ib])
-        take = a > max_abs_scale
-        max_abs_scale = np.where(take, a, max_abs_scale)
-        max_scale = np.where(take, scales[:, ib], max_scale)
+    max_abs_scale, max_scale = first_abs_max(scales)
     all_zero = max_abs_scale < GROUP_MAX_EPS
 
     iscale = F32(-128.0) / max_scale
     d = F32(1.0) / iscale
     sc = np.minimum(127, nearest_int(iscale[:, None] * scales))
-    sc = ((sc + 128) & 0xFF) - 128  # stored as int8_t
+    sc = wrap_int8(sc)  # stored as int8_t
 
-    dj = _round_trip_f16(d)[:, None] * sc.astype(F32)
+    dj = round_trip_f16(d)[:, None] * sc.astype(F32)
     x3 = xs.reshape(nb, 16, 16)
     requant = np.clip(nearest_int(x3 / dj[:, :, None]), -32, 31) + 32
     L = np.where(dj[:, :, None] == 0, L.reshape(nb, 16, 16), requant).reshape(nb, QK_K)
 
     q = L.astype(np.uint8).reshape(nb, 2, 4, 32)  # [block, half, quarter, l]
-    ql = np.concatenate([(q[:, :, 0] & 0xF) | ((q[:, :, 2] & 0xF) << 4),
-                         (q[:, :, 1] & 0xF) | ((q[:, :, 3] & 0xF) << 4)], axis=2).reshape(nb, 128)
+    ql = pack_nibbles(q.reshape(nb, 2, 128) & 0xF).reshape(nb, 128)  # quarters 0|2 << 4, then 1|3 << 4
     qh = ((q[:, :, 0] >> 4) | ((q[:, :, 1] >> 4) << 2) | ((q[:, :, 2] >> 4) << 4) | ((q[:, :, 3] >> 4) << 6))
     qh = qh.reshape(nb, 64)
     sc_bytes = sc.astype(np.int8).view(np.uint8)
-    blocks = np.concatenate([ql, qh, sc_bytes, _f16_bytes(d)], axis=1).astype(np.uint8)
+    blocks = np.concatenate([ql, qh, sc_bytes, f16_to_bytes(d)], axis=1).astype(np.uint8)
     blocks[all_zero] = 0
-    return blocks.reshape(x.shape[0], x.shape[1] // QK_K * _Q6_K_BYTES)
+    return packed_rows(blocks, x.shape, QK_K)
 
 
+@silence_fp_warnings
 def dequantize_q6_K(data: np.ndarray) -> np.ndarray:
     """Q6_K bytes -> values ``(d * sc) * (q - 32)`` as ``dequantize_row_q6_K`` (sub-block = 16 values).
 
@@ -405,17 +362,14 @@ def dequantize_q6_K(data: np.ndarray) -> np.ndarray:
     Returns:
         float32 [nrows, nblocks * 256].
     """
-    blocks = _prepare_packed(data, _Q6_K_BYTES)
+    blocks = prepare_packed(data, _Q6_K_BYTES)
     nb = blocks.shape[0]
-    ql = blocks[:, 0:128].reshape(nb, 2, 2, 32)  # half, which 32-byte run, l
-    qh = blocks[:, 128:192].reshape(nb, 2, 32)
-    q = np.stack([
-        (ql[:, :, 0] & 0xF) | (((qh >> 0) & 3) << 4),
-        (ql[:, :, 1] & 0xF) | (((qh >> 2) & 3) << 4),
-        (ql[:, :, 0] >> 4) | (((qh >> 4) & 3) << 4),
-        (ql[:, :, 1] >> 4) | (((qh >> 6) & 3) << 4),
-    ], axis=2).reshape(nb, 16, 16).astype(np.int32) - 32
+    # ql[64h + j] holds quarter 0 (j < 32) or 1 in its low nibble and quarter 2 or 3 in its high nibble.
+    lo = unpack_nibbles(blocks[:, 0:128].reshape(nb, 2, 64)).reshape(nb, 2, 4, 32)
+    qh = blocks[:, 128:192].reshape(nb, 2, 1, 32).astype(np.int32)
+    hi = (qh >> (2 * np.arange(4, dtype=np.int32))[:, None]) & 3  # bits 2k, 2k+1 of qh[32h + l]: quarter k
+    q = (lo | (hi << 4)).reshape(nb, 16, 16) - 32
     sc = blocks[:, 192:208].view(np.int8).astype(F32)
-    d = _f16_load(blocks[:, 208:210])
+    d = f16_from_bytes(blocks[:, 208:210])
     dsc = d[:, None] * sc
-    return (dsc[:, :, None] * q.astype(F32)).reshape(data.shape[0], data.shape[1] // _Q6_K_BYTES * QK_K)
+    return value_rows(dsc[:, :, None] * q.astype(F32), data.shape, _Q6_K_BYTES, QK_K)

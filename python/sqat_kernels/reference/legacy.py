@@ -27,8 +27,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from .floats import fp16_bits_to_fp32, fp32_to_fp16_bits
-from .search import make_qkx3_quants, make_qx_quants, seq_sum
+from ._blocks import (
+    block_weights,
+    f16_from_bytes,
+    f16_to_bytes,
+    first_abs_max,
+    pack_nibbles,
+    packed_rows,
+    prepare_input,
+    prepare_packed,
+    safe_reciprocal,
+    scan_max,
+    scan_max_macro,
+    scan_min,
+    seq_sum,
+    silence_fp_warnings,
+    u32_from_bytes,
+    u32_to_bytes,
+    unpack_nibbles,
+    value_rows,
+    wrap_int8,
+)
+from .search import make_qkx3_quants, make_qx_quants
 
 __all__ = [
     "QK",
@@ -49,76 +69,13 @@ QK = 32
 
 _F32_MAX = np.float32(np.finfo(np.float32).max)
 
-#: Public functions evaluate IEEE arithmetic as C does: overflow to inf, 0*inf = NaN, x/0 = inf, silently.
-_IEEE = np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
-
 
 # ----------------------------------------------------------------------------------------------------
-# Shared helpers (also used by iq4.py)
+# Helpers of the legacy formats
 # ----------------------------------------------------------------------------------------------------
 
 
-def prepare_input(
-    x: np.ndarray, imatrix: np.ndarray | None, block_size: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate quantizer inputs.
-
-    Args:
-        x: float32 [nrows, n_per_row], n_per_row a multiple of ``block_size``.
-        imatrix: None, or float32 [n_per_row] (one importance per column, shared by every row).
-        block_size: values per block of the target format.
-
-    Returns:
-        ``x`` as a C-contiguous float32 array and ``imatrix`` as a C-contiguous float32 array (or None).
-    """
-    x = np.asarray(x)
-    if x.dtype != np.float32:
-        raise TypeError(f"x must be float32, got {x.dtype}")
-    if x.ndim != 2:
-        raise ValueError(f"x must have shape [nrows, n_per_row], got shape {x.shape}")
-    if x.shape[1] % block_size != 0:
-        raise ValueError(f"n_per_row = {x.shape[1]} is not a multiple of the block size {block_size}")
-    x = np.ascontiguousarray(x)
-    if imatrix is not None:
-        imatrix = np.asarray(imatrix)
-        if imatrix.dtype != np.float32:
-            raise TypeError(f"imatrix must be float32, got {imatrix.dtype}")
-        if imatrix.shape != (x.shape[1],):
-            raise ValueError(
-                f"imatrix must have shape ({x.shape[1]},) (one value per column), got shape {imatrix.shape}"
-            )
-        imatrix = np.ascontiguousarray(imatrix)
-    return x, imatrix
-
-
-def prepare_packed(data: np.ndarray, type_size: int) -> np.ndarray:
-    """Validate dequantizer input and view it as blocks.
-
-    Args:
-        data: uint8 [nrows, row_bytes], row_bytes a multiple of ``type_size``.
-        type_size: bytes per block.
-
-    Returns:
-        uint8 [nrows * row_bytes // type_size, type_size].
-    """
-    data = np.asarray(data)
-    if data.dtype != np.uint8:
-        raise TypeError(f"data must be uint8, got {data.dtype}")
-    if data.ndim != 2 or data.shape[1] % type_size != 0:
-        raise ValueError(
-            f"data must have shape [nrows, row_bytes] with row_bytes a multiple of {type_size}, "
-            f"got shape {data.shape}"
-        )
-    return np.ascontiguousarray(data).reshape(-1, type_size)
-
-
-def block_weights(imatrix: np.ndarray, nrows: int, block_size: int) -> np.ndarray:
-    """The importance of each value, block by block: float32 [nrows * n_per_row // block_size, block_size]."""
-    per_row = imatrix.reshape(-1, block_size)
-    return np.ascontiguousarray(np.broadcast_to(per_row, (nrows, *per_row.shape))).reshape(-1, block_size)
-
-
-def row_sigma2(x: np.ndarray) -> np.ndarray:
+def _row_sigma2(x: np.ndarray) -> np.ndarray:
     """``Σ x² / n_per_row`` per row, the sum sequential over the whole row: float32 [nrows, n] -> [nrows]."""
     n = x.shape[1]
     if n == 0:
@@ -126,38 +83,20 @@ def row_sigma2(x: np.ndarray) -> np.ndarray:
     return seq_sum(x * x) / np.float32(n)
 
 
-def first_abs_max(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Largest ``|x|`` per block and the signed value where it first occurs.
-
-    Scans positions in order and updates on a strict ``amax < |x|`` (ggml's ``if (amax < fabsf(v))`` and
-    ``if (ax > amax)`` are the same test), starting from ``amax = max = 0``.
-
-    Args:
-        xb: float32 [nblocks, n].
+def _imatrix_block_weights(x: np.ndarray, imatrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``_impl`` weights: per-row sigma2, then ``qw * sqrt(sigma2 + x²)`` per value.
 
     Returns:
-        ``(amax, max)``, float32 [nblocks] each.
+        ``(xb, w)``: float32 [nrows * n_per_row // 32, 32] each.
     """
-    amax = np.zeros(xb.shape[0], dtype=np.float32)
-    vmax = np.zeros(xb.shape[0], dtype=np.float32)
-    for j in range(xb.shape[1]):
-        v = xb[:, j]
-        av = np.abs(v)
-        take = amax < av
-        amax = np.where(take, av, amax)
-        vmax = np.where(take, v, vmax)
-    return amax, vmax
+    nrows, n = x.shape
+    sigma2 = np.repeat(_row_sigma2(x), n // QK)[:, None]
+    xb = x.reshape(-1, QK)
+    qw = block_weights(imatrix, nrows, QK)
+    return xb, qw * np.sqrt(sigma2 + xb * xb)
 
 
-def safe_reciprocal(d: np.ndarray) -> np.ndarray:
-    """``d ? 1.0f/d : 0.0f`` elementwise (float32)."""
-    out = np.zeros_like(d)
-    with np.errstate(over="ignore"):
-        np.divide(np.float32(1.0), d, out=out, where=d != 0)
-    return out
-
-
-def c_cast_to_int(v: np.ndarray) -> np.ndarray:
+def _c_cast_to_int(v: np.ndarray) -> np.ndarray:
     """A C ``(int)`` / ``(int8_t)`` / ``(uint8_t)`` cast of float32 values as GCC compiles it for x86-64.
 
     Truncation toward zero; NaN, ±inf and values outside the int32 range give ``INT32_MIN`` (``cvttss2si``).
@@ -174,12 +113,7 @@ def c_cast_to_int(v: np.ndarray) -> np.ndarray:
     return np.where(in_range, t, np.int64(-(2**31)))
 
 
-def wrap_int8(i: np.ndarray) -> np.ndarray:
-    """Reduce integers modulo 256 into the int8 range (a C conversion to ``int8_t``); int64 in, int64 out."""
-    return ((i + 128) & 0xFF) - 128
-
-
-def roundf(v: np.ndarray) -> np.ndarray:
+def _roundf(v: np.ndarray) -> np.ndarray:
     """C ``roundf``: round half away from zero, exactly (float32 in, float32 out).
 
     ``floor(|v| + 0.5)`` would be wrong (the addition itself rounds, e.g. 0.49999997 + 0.5 == 1.0); instead
@@ -192,39 +126,6 @@ def roundf(v: np.ndarray) -> np.ndarray:
     return np.copysign(r, v).astype(np.float32)
 
 
-def fp16_store(blocks: np.ndarray, offset: int, values: np.ndarray) -> None:
-    """Store ``fp16(values)`` (float32 [nblocks]) little-endian at bytes ``offset``, ``offset+1``."""
-    h = fp32_to_fp16_bits(values)
-    blocks[:, offset] = (h & 0xFF).astype(np.uint8)
-    blocks[:, offset + 1] = (h >> 8).astype(np.uint8)
-
-
-def fp16_load(blocks: np.ndarray, offset: int) -> np.ndarray:
-    """Read the little-endian fp16 at bytes ``offset, offset+1`` of each block, widened: float32 [nblocks]."""
-    h = blocks[:, offset].astype(np.uint16) | (blocks[:, offset + 1].astype(np.uint16) << np.uint16(8))
-    return fp16_bits_to_fp32(h)
-
-
-def u32_store(blocks: np.ndarray, offset: int, values: np.ndarray) -> None:
-    """Write uint32 ``values`` [nblocks] little-endian at bytes ``offset .. offset+3`` of each block."""
-    v = values.astype(np.uint32)
-    for k in range(4):
-        blocks[:, offset + k] = ((v >> np.uint32(8 * k)) & np.uint32(0xFF)).astype(np.uint8)
-
-
-def u32_load(blocks: np.ndarray, offset: int) -> np.ndarray:
-    """Read the little-endian uint32 at bytes ``offset .. offset+3`` of each block: uint32 [nblocks]."""
-    v = np.zeros(blocks.shape[0], dtype=np.uint32)
-    for k in range(4):
-        v |= blocks[:, offset + k].astype(np.uint32) << np.uint32(8 * k)
-    return v
-
-
-def _pack_low_nibbles(q: np.ndarray) -> np.ndarray:
-    """Values 0..15 of ``q`` (int [nblocks, 32]) -> uint8 [nblocks, 16]: byte j = q[j] | q[j+16] << 4."""
-    return ((q[:, :16] & 0x0F) | ((q[:, 16:] & 0x0F) << 4)).astype(np.uint8)
-
-
 def _high_bits(q: np.ndarray) -> np.ndarray:
     """Bit 4 of each of the 32 values of ``q`` (int [nblocks, 32]) gathered as bit j of a uint32 [nblocks]."""
     qh = np.zeros(q.shape[0], dtype=np.uint32)
@@ -233,51 +134,10 @@ def _high_bits(q: np.ndarray) -> np.ndarray:
     return qh
 
 
-def _unpack_nibbles(qs: np.ndarray) -> np.ndarray:
-    """uint8 [nblocks, 16] -> int32 [nblocks, 32]: low nibbles give values 0..15, high nibbles 16..31."""
-    q = qs.astype(np.int32)
-    return np.concatenate([q & 0x0F, q >> 4], axis=1)
-
-
 def _unpack_high_bits(qh: np.ndarray) -> np.ndarray:
     """uint32 [nblocks] -> int32 [nblocks, 32]: 16 where bit j is set, else 0."""
     shifts = np.arange(QK, dtype=np.uint32)
     return (((qh[:, None] >> shifts) & np.uint32(1)) << np.uint32(4)).astype(np.int32)
-
-
-def _min_max(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-block minimum and maximum by strict scans from +FLT_MAX / -FLT_MAX (ggml's Q4_1/Q5_1 rule)."""
-    vmin = np.full(xb.shape[0], _F32_MAX, dtype=np.float32)
-    vmax = np.full(xb.shape[0], -_F32_MAX, dtype=np.float32)
-    for j in range(xb.shape[1]):
-        v = xb[:, j]
-        vmin = np.where(v < vmin, v, vmin)
-        vmax = np.where(v > vmax, v, vmax)
-    return vmin, vmax
-
-
-def _imatrix_block_weights(x: np.ndarray, imatrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ``_impl`` weights: per-row sigma2, then ``qw * sqrt(sigma2 + x²)`` per value.
-
-    Returns:
-        ``(xb, w)``: float32 [nrows * n_per_row // 32, 32] each.
-    """
-    nrows, n = x.shape
-    sigma2 = np.repeat(row_sigma2(x), n // QK)[:, None]
-    xb = x.reshape(-1, QK)
-    qw = block_weights(imatrix, nrows, QK)
-    return xb, qw * np.sqrt(sigma2 + xb * xb)
-
-
-def _finish(blocks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 [nrows * nb, type_size] -> uint8 [nrows, nb * type_size] for input ``shape`` (nrows, nb * 32)."""
-    nrows, n_per_row = shape
-    return blocks.reshape(nrows, n_per_row // QK * blocks.shape[1])
-
-
-def _rows(values: np.ndarray, data: np.ndarray, type_size: int) -> np.ndarray:
-    """float32 [nrows * nb, 32] -> float32 [nrows, nb * 32], for ``data`` uint8 [nrows, nb * type_size]."""
-    return values.reshape(data.shape[0], data.shape[1] // type_size * QK)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -285,7 +145,7 @@ def _rows(values: np.ndarray, data: np.ndarray, type_size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 
 
-@_IEEE
+@silence_fp_warnings
 def quantize_q8_0(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Q8_0 rows (``quantize_row_q8_0_ref``; ``imatrix`` is validated but ignored, as in ggml).
 
@@ -301,26 +161,23 @@ def quantize_q8_0(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
     """
     x, _ = prepare_input(x, imatrix, QK)
     xb = x.reshape(-1, QK)
-    amax = np.zeros(xb.shape[0], dtype=np.float32)
-    for j in range(QK):
-        av = np.abs(xb[:, j])
-        amax = np.where(amax > av, amax, av)  # C's MAX(amax, |v|)
+    amax = scan_max_macro(np.abs(xb), 0.0)  # C's amax = MAX(amax, |v|)
     d = amax / np.float32(127.0)
     inv_d = safe_reciprocal(d)
-    q = wrap_int8(c_cast_to_int(roundf(xb * inv_d[:, None])))
+    q = wrap_int8(_c_cast_to_int(_roundf(xb * inv_d[:, None])))
     blocks = np.zeros((xb.shape[0], 34), dtype=np.uint8)
-    fp16_store(blocks, 0, d)
+    blocks[:, 0:2] = f16_to_bytes(d)
     blocks[:, 2:] = q.astype(np.int8).view(np.uint8)
-    return _finish(blocks, x.shape)
+    return packed_rows(blocks, x.shape, QK)
 
 
-@_IEEE
+@silence_fp_warnings
 def dequantize_q8_0(data: np.ndarray) -> np.ndarray:
     """Q8_0 bytes -> values ``q * d``: uint8 [nrows, nblocks * 34] -> float32 [nrows, nblocks * 32]."""
     blocks = prepare_packed(data, 34)
-    d = fp16_load(blocks, 0)
+    d = f16_from_bytes(blocks[:, 0:2])
     q = blocks[:, 2:].view(np.int8).astype(np.float32)
-    return _rows(q * d[:, None], data, 34)
+    return value_rows(q * d[:, None], data.shape, 34, QK)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -334,12 +191,11 @@ def _q4_0_ref(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = vmax / np.float32(-8.0)
     inv_d = safe_reciprocal(d)
     v = xb * inv_d[:, None] + np.float32(8.5)  # two roundings: product, then sum
-    q = np.minimum(15, wrap_int8(c_cast_to_int(v))) & 0xFF  # MIN(15, (int8_t)v), stored as uint8
-    qs = (q[:, :16] | (q[:, 16:] << 4)) & 0xFF
-    return d, qs.astype(np.uint8)
+    q = np.minimum(15, wrap_int8(_c_cast_to_int(v))) & 0xFF  # MIN(15, (int8_t)v), stored as uint8
+    return d, pack_nibbles(q)
 
 
-@_IEEE
+@silence_fp_warnings
 def quantize_q4_0(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Q4_0 rows: ``quantize_row_q4_0_ref`` without imatrix, per-row ``quantize_row_q4_0_impl`` with one.
 
@@ -360,21 +216,20 @@ def quantize_q4_0(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
     else:
         xb, w = _imatrix_block_weights(x, imatrix)
         d, L = make_qx_quants(8, xb, 1, w)
-        L = L.astype(np.int64)
-        qs = ((L[:, :16] | (L[:, 16:] << 4)) & 0xFF).astype(np.uint8)
+        qs = pack_nibbles(L)
     blocks = np.zeros((d.shape[0], 18), dtype=np.uint8)
-    fp16_store(blocks, 0, d)
+    blocks[:, 0:2] = f16_to_bytes(d)
     blocks[:, 2:] = qs
-    return _finish(blocks, x.shape)
+    return packed_rows(blocks, x.shape, QK)
 
 
-@_IEEE
+@silence_fp_warnings
 def dequantize_q4_0(data: np.ndarray) -> np.ndarray:
     """Q4_0 bytes -> values ``(q - 8) * d``: uint8 [nrows, nblocks * 18] -> float32 [nrows, nblocks * 32]."""
     blocks = prepare_packed(data, 18)
-    d = fp16_load(blocks, 0)
-    q = (_unpack_nibbles(blocks[:, 2:]) - 8).astype(np.float32)
-    return _rows(q * d[:, None], data, 18)
+    d = f16_from_bytes(blocks[:, 0:2])
+    q = (unpack_nibbles(blocks[:, 2:]) - 8).astype(np.float32)
+    return value_rows(q * d[:, None], data.shape, 18, QK)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -384,16 +239,15 @@ def dequantize_q4_0(data: np.ndarray) -> np.ndarray:
 
 def _q4_1_ref(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``quantize_row_q4_1_ref`` on blocks float32 [nb, 32] -> (d [nb], m [nb], qs uint8 [nb, 16])."""
-    vmin, vmax = _min_max(xb)
+    vmin, vmax = scan_min(xb, _F32_MAX), scan_max(xb, -_F32_MAX)  # strict compares from ±FLT_MAX
     d = (vmax - vmin) / np.float32(15.0)
     inv_d = safe_reciprocal(d)
     v = (xb - vmin[:, None]) * inv_d[:, None] + np.float32(0.5)
-    q = np.minimum(15, wrap_int8(c_cast_to_int(v))) & 0xFF
-    qs = (q[:, :16] | (q[:, 16:] << 4)) & 0xFF
-    return d, vmin, qs.astype(np.uint8)
+    q = np.minimum(15, wrap_int8(_c_cast_to_int(v))) & 0xFF
+    return d, vmin, pack_nibbles(q)
 
 
-@_IEEE
+@silence_fp_warnings
 def quantize_q4_1(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Q4_1 rows: ``quantize_row_q4_1_ref`` without imatrix, per-row ``quantize_row_q4_1_impl`` with one.
 
@@ -417,23 +271,22 @@ def quantize_q4_1(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
         xb, w = _imatrix_block_weights(x, imatrix)
         d, the_min, L = make_qkx3_quants(15, xb, w, np.float32(-0.9), np.float32(0.05), 36, False)
         m = -the_min
-        L = L.astype(np.int64)
-        qs = ((L[:, :16] | (L[:, 16:] << 4)) & 0xFF).astype(np.uint8)
+        qs = pack_nibbles(L)
     blocks = np.zeros((d.shape[0], 20), dtype=np.uint8)
-    fp16_store(blocks, 0, d)
-    fp16_store(blocks, 2, m)
+    blocks[:, 0:2] = f16_to_bytes(d)
+    blocks[:, 2:4] = f16_to_bytes(m)
     blocks[:, 4:] = qs
-    return _finish(blocks, x.shape)
+    return packed_rows(blocks, x.shape, QK)
 
 
-@_IEEE
+@silence_fp_warnings
 def dequantize_q4_1(data: np.ndarray) -> np.ndarray:
     """Q4_1 bytes -> values ``q * d + m``: uint8 [nrows, nblocks * 20] -> float32 [nrows, nblocks * 32]."""
     blocks = prepare_packed(data, 20)
-    d = fp16_load(blocks, 0)
-    m = fp16_load(blocks, 2)
-    q = _unpack_nibbles(blocks[:, 4:]).astype(np.float32)
-    return _rows(q * d[:, None] + m[:, None], data, 20)
+    d = f16_from_bytes(blocks[:, 0:2])
+    m = f16_from_bytes(blocks[:, 2:4])
+    q = unpack_nibbles(blocks[:, 4:]).astype(np.float32)
+    return value_rows(q * d[:, None] + m[:, None], data.shape, 20, QK)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -447,11 +300,11 @@ def _q5_0_ref(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = vmax / np.float32(-16.0)
     inv_d = safe_reciprocal(d)
     v = xb * inv_d[:, None] + np.float32(16.5)
-    q = np.minimum(31, wrap_int8(c_cast_to_int(v))) & 0xFF  # MIN(31, (int8_t)v), stored as uint8
+    q = np.minimum(31, wrap_int8(_c_cast_to_int(v))) & 0xFF  # MIN(31, (int8_t)v), stored as uint8
     return d, q
 
 
-@_IEEE
+@silence_fp_warnings
 def quantize_q5_0(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Q5_0 rows: ``quantize_row_q5_0_ref`` without imatrix, per-row ``quantize_row_q5_0_impl`` with one.
 
@@ -473,19 +326,19 @@ def quantize_q5_0(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
         d, L = make_qx_quants(16, xb, 1, w)
         q = L.astype(np.int64) & 0xFF
     blocks = np.zeros((d.shape[0], 22), dtype=np.uint8)
-    fp16_store(blocks, 0, d)
-    u32_store(blocks, 2, _high_bits(q))
-    blocks[:, 6:] = _pack_low_nibbles(q)
-    return _finish(blocks, x.shape)
+    blocks[:, 0:2] = f16_to_bytes(d)
+    blocks[:, 2:6] = u32_to_bytes(_high_bits(q))
+    blocks[:, 6:] = pack_nibbles(q & 0x0F)
+    return packed_rows(blocks, x.shape, QK)
 
 
-@_IEEE
+@silence_fp_warnings
 def dequantize_q5_0(data: np.ndarray) -> np.ndarray:
     """Q5_0 bytes -> values ``(q - 16) * d``: uint8 [nrows, nblocks * 22] -> float32 [nrows, nblocks * 32]."""
     blocks = prepare_packed(data, 22)
-    d = fp16_load(blocks, 0)
-    q = (_unpack_nibbles(blocks[:, 6:]) | _unpack_high_bits(u32_load(blocks, 2))) - 16
-    return _rows(q.astype(np.float32) * d[:, None], data, 22)
+    d = f16_from_bytes(blocks[:, 0:2])
+    q = (unpack_nibbles(blocks[:, 6:]) | _unpack_high_bits(u32_from_bytes(blocks[:, 2:6]))) - 16
+    return value_rows(q.astype(np.float32) * d[:, None], data.shape, 22, QK)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -495,15 +348,15 @@ def dequantize_q5_0(data: np.ndarray) -> np.ndarray:
 
 def _q5_1_ref(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``quantize_row_q5_1_ref`` on blocks float32 [nb, 32] -> (d [nb], m [nb], q int64 [nb, 32], 0..255)."""
-    vmin, vmax = _min_max(xb)
+    vmin, vmax = scan_min(xb, _F32_MAX), scan_max(xb, -_F32_MAX)  # strict compares from ±FLT_MAX
     d = (vmax - vmin) / np.float32(31.0)
     inv_d = safe_reciprocal(d)
     v = (xb - vmin[:, None]) * inv_d[:, None] + np.float32(0.5)
-    q = c_cast_to_int(v) & 0xFF  # (uint8_t)v, no clamp
+    q = _c_cast_to_int(v) & 0xFF  # (uint8_t)v, no clamp
     return d, vmin, q
 
 
-@_IEEE
+@silence_fp_warnings
 def quantize_q5_1(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Q5_1 rows: ``quantize_row_q5_1_ref`` without imatrix, per-row ``quantize_row_q5_1_impl`` with one.
 
@@ -527,18 +380,18 @@ def quantize_q5_1(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarra
         m = -the_min
         q = L.astype(np.int64) & 0xFF
     blocks = np.zeros((d.shape[0], 24), dtype=np.uint8)
-    fp16_store(blocks, 0, d)
-    fp16_store(blocks, 2, m)
-    u32_store(blocks, 4, _high_bits(q))
-    blocks[:, 8:] = _pack_low_nibbles(q)
-    return _finish(blocks, x.shape)
+    blocks[:, 0:2] = f16_to_bytes(d)
+    blocks[:, 2:4] = f16_to_bytes(m)
+    blocks[:, 4:8] = u32_to_bytes(_high_bits(q))
+    blocks[:, 8:] = pack_nibbles(q & 0x0F)
+    return packed_rows(blocks, x.shape, QK)
 
 
-@_IEEE
+@silence_fp_warnings
 def dequantize_q5_1(data: np.ndarray) -> np.ndarray:
     """Q5_1 bytes -> values ``q * d + m``: uint8 [nrows, nblocks * 24] -> float32 [nrows, nblocks * 32]."""
     blocks = prepare_packed(data, 24)
-    d = fp16_load(blocks, 0)
-    m = fp16_load(blocks, 2)
-    q = _unpack_nibbles(blocks[:, 8:]) | _unpack_high_bits(u32_load(blocks, 4))
-    return _rows(q.astype(np.float32) * d[:, None] + m[:, None], data, 24)
+    d = f16_from_bytes(blocks[:, 0:2])
+    m = f16_from_bytes(blocks[:, 2:4])
+    q = unpack_nibbles(blocks[:, 8:]) | _unpack_high_bits(u32_from_bytes(blocks[:, 4:8]))
+    return value_rows(q.astype(np.float32) * d[:, None] + m[:, None], data.shape, 24, QK)

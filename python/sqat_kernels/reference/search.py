@@ -11,7 +11,8 @@ Exactness rules followed throughout:
   (``w*l*l`` is ``(w*l)*l``); no fused multiply-add;
 * every Σ is a sequential float32 accumulation in index order (:func:`seq_sum`); never ``np.sum``/``np.dot``;
 * ``nearest_int`` is reproduced bit for bit (:func:`nearest_int`), including what it returns for NaN, infinity
-  and out-of-range input, which the degenerate branches of the searches can feed it;
+  and out-of-range input, which the degenerate branches of the searches can feed it (both primitives live
+  in :mod:`._blocks`, with the max/min scans, and are re-exported here);
 * "accept if strictly better" is a masked update (``np.where``) inside the sequential trial loop, and accepted
   trials change the state (notably the running ``min`` of ``make_qkx2/3_quants``) seen by later trials.
 
@@ -21,6 +22,17 @@ Integer outputs are uint8 arrays; where ggml stores an ``int`` into a ``uint8_t`
 from __future__ import annotations
 
 import numpy as np
+
+from ._blocks import (
+    GROUP_MAX_EPS,
+    first_abs_max,
+    nearest_int,
+    scan_max,
+    scan_max_macro,
+    scan_min,
+    seq_sum,
+    silence_fp_warnings,
+)
 
 __all__ = [
     "GROUP_MAX_EPS",
@@ -34,63 +46,10 @@ __all__ = [
 
 F32 = np.float32
 
-#: The searches divide by zero and produce NaN/inf on purpose in groups whose result is later discarded by a
-#: mask (C branches away before computing them); silence those warnings.
-_quiet = np.errstate(divide="ignore", invalid="ignore", over="ignore")
-
-#: ggml's "this group is all zero" threshold (``GROUP_MAX_EPS = 1e-15f``).
-GROUP_MAX_EPS = F32(1e-15)
-
-
-@_quiet
-def nearest_int(v: np.ndarray) -> np.ndarray:
-    """ggml's ``nearest_int``: round half to even via the ``v + 1.5*2^23`` bit trick.
-
-    For ``|v| < 2^22`` this equals ``np.rint``. Outside that range (and for NaN/inf) it returns what the C
-    code returns: the low 23 mantissa bits of ``v + 12582912.0f`` minus ``2^22``, a value in
-    ``[-2^22, 2^22)``. ggml asserts the range only in debug builds; the release library computes this.
-
-    Args:
-        v: float32 array of any shape.
-
-    Returns:
-        int32 array of the same shape.
-    """
-    t = np.asarray(np.asarray(v, dtype=F32) + F32(12582912.0)).view(np.int32)
-    return (t & np.int32(0x007FFFFF)) - np.int32(0x00400000)
-
-
-def seq_sum(a: np.ndarray) -> np.ndarray:
-    """Σ over the last axis the way C computes ``float s = 0; for (i...) s += a[i];``.
-
-    ``np.cumsum`` accumulates sequentially in float32; adding ``+0.0f`` afterwards reproduces the ``+0.0``
-    starting value (it only turns a ``-0.0`` result, which C cannot produce, into ``+0.0``).
-
-    Args:
-        a: float32 [..., n].
-
-    Returns:
-        float32 [...].
-    """
-    if a.shape[-1] == 0:
-        return np.zeros(a.shape[:-1], dtype=F32)
-    return np.cumsum(a, axis=-1, dtype=F32)[..., -1] + F32(0.0)
-
 
 def _first_sum(a: np.ndarray) -> np.ndarray:
     """Σ over the last axis seeded with the first term (C: ``s = a[0]; for (i = 1...) s += a[i];``)."""
     return np.cumsum(a, axis=-1, dtype=F32)[..., -1]
-
-
-def _min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Strict-compare scans ``if (x[i] < min) min = x[i]; if (x[i] > max) max = x[i];`` from x[:, 0]."""
-    vmin = x[:, 0].copy()
-    vmax = x[:, 0].copy()
-    for i in range(1, x.shape[1]):
-        xi = x[:, i]
-        vmin = np.where(xi < vmin, xi, vmin)
-        vmax = np.where(xi > vmax, xi, vmax)
-    return vmin, vmax
 
 
 def _weighted_error(w: np.ndarray, x: np.ndarray, scale: np.ndarray, lf: np.ndarray, vmin: np.ndarray,
@@ -101,7 +60,7 @@ def _weighted_error(w: np.ndarray, x: np.ndarray, scale: np.ndarray, lf: np.ndar
     return seq_sum(w * diff)
 
 
-@_quiet
+@silence_fp_warnings
 def _make_qkx(nmax: int, x: np.ndarray, w: np.ndarray, rmin: float, rdelta: float, nstep: int, use_mad: bool,
               degenerate_if_le: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Body shared by :func:`make_qkx2_quants` and :func:`make_qkx3_quants` (weights already resolved)."""
@@ -112,7 +71,7 @@ def _make_qkx(nmax: int, x: np.ndarray, w: np.ndarray, rmin: float, rdelta: floa
     rdelta_f = F32(rdelta)
 
     # Step 1: min/max scans and the two weighted totals (seeded with element 0, as in C).
-    vmin, vmax = _min_max(x)
+    vmin, vmax = scan_min(x, x[:, 0]), scan_max(x, x[:, 0])  # strict compares from x[0]
     sum_w = _first_sum(w)
     sum_x = _first_sum(w * x)
     # Step 2: the offset is never positive.
@@ -214,7 +173,7 @@ def _qx_weights(x: np.ndarray, rmse_type: int, qw: np.ndarray | None) -> np.ndar
     return np.sqrt(np.abs(x))
 
 
-@_quiet
+@silence_fp_warnings
 def make_qx_quants(nmax: int, x: np.ndarray, rmse_type: int, qw: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric scale search, ggml's ``make_qx_quants`` (spec §4.6).
@@ -238,13 +197,7 @@ def make_qx_quants(nmax: int, x: np.ndarray, rmse_type: int, qw: np.ndarray | No
     x = np.asarray(x, dtype=F32)
     fnmax = F32(nmax)
 
-    amax = np.zeros(x.shape[0], dtype=F32)
-    vmax = np.zeros(x.shape[0], dtype=F32)
-    for i in range(x.shape[1]):
-        ax = np.abs(x[:, i])
-        take = ax > amax
-        amax = np.where(take, ax, amax)
-        vmax = np.where(take, x[:, i], vmax)
+    amax, vmax = first_abs_max(x)
     all_zero = amax < GROUP_MAX_EPS
 
     def levels(iscale: np.ndarray) -> np.ndarray:
@@ -285,7 +238,7 @@ def make_qx_quants(nmax: int, x: np.ndarray, rmse_type: int, qw: np.ndarray | No
     return scale, L
 
 
-@_quiet
+@silence_fp_warnings
 def make_qp_quants(nmax: int, x: np.ndarray, quant_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scale for non-negative values, ggml's ``make_qp_quants`` (spec §6.1); used for the 6-bit sub-block
     scales and mins of the Q4_K/Q5_K imatrix path.
@@ -308,9 +261,7 @@ def make_qp_quants(nmax: int, x: np.ndarray, quant_weights: np.ndarray) -> tuple
     fnmax = F32(nmax)
     nb, n = x.shape
 
-    vmax = np.zeros(nb, dtype=F32)
-    for i in range(n):
-        vmax = np.where(vmax > x[:, i], vmax, x[:, i])  # MAX(max, x[i])
+    vmax = scan_max_macro(x, 0.0)  # max = MAX(max, x[i]) from 0
     all_zero = vmax < GROUP_MAX_EPS
 
     # First candidate and its error; L here is the uint8 store of an unclamped nearest_int.
