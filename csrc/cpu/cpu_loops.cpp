@@ -1,7 +1,15 @@
 #include "cpu_loops.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "sqat/grid.h"
@@ -9,34 +17,154 @@
 namespace sqat::cpu {
 namespace {
 
-// Below this many values a thread is not worth starting.
-constexpr int64_t kMinValuesPerThread = 16384;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+constexpr bool kLittleEndian = true;
+#else
+constexpr bool kLittleEndian = false;
+#endif
 
-// Runs f(begin, end, worker) over [0, n) split into contiguous ranges, one per worker.
+// Below this many values a thread is not worth starting; work is handed out in chunks of at least
+// kMinValuesPerChunk values.
+constexpr int64_t kMinValuesPerThread = 16384;
+constexpr int64_t kMinValuesPerChunk = 4096;
+
+// A small persistent worker pool.  Starting and joining std::threads costs tens of microseconds per
+// call, which is a large share of a call on a 1M-value tensor for the fast formats; parked workers
+// pick a job up in a few microseconds.  After a job a worker polls for the next one for a short while
+// (back-to-back calls are the common case), then sleeps on a condition variable.
+// One job at a time: a caller that finds the pool busy (another thread quantizing concurrently) falls
+// back to short-lived threads.  A forked child gets a fresh pool (the parent's threads do not exist
+// there); the old one is leaked, as is the pool at exit, so no destructor ever waits on a thread.
+class WorkerPool {
+   public:
+    using Task = void (*)(void* ctx, int worker);
+    static constexpr int kMaxWorkers = 1 << 16;
+
+    static WorkerPool& get() {
+        static std::atomic<WorkerPool*> instance{nullptr};
+        static std::mutex create_mutex;
+        WorkerPool* p = instance.load(std::memory_order_acquire);
+        const long pid = static_cast<long>(getpid());
+        if (p == nullptr || p->pid_ != pid) {
+            std::lock_guard<std::mutex> lk(create_mutex);
+            p = instance.load(std::memory_order_acquire);
+            if (p == nullptr || p->pid_ != pid) {
+                p = new WorkerPool(pid);
+                instance.store(p, std::memory_order_release);
+            }
+        }
+        return *p;
+    }
+
+    // Runs task(ctx, w) for w in [1, workers) on pool threads and task(ctx, 0) on the caller; returns
+    // once all have finished.  False (nothing run) when the pool is busy with another caller's job.
+    bool run(int workers, Task task, void* ctx) {
+        std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
+        if (!busy.owns_lock()) return false;
+        const uint64_t before = job_.load(std::memory_order_relaxed);
+        while (static_cast<int>(threads_.size()) < workers - 1) {
+            const int id = static_cast<int>(threads_.size()) + 1;
+            threads_.emplace_back([this, id, before] { work(id, before); });  // the job below is new to it
+        }
+        task_ = task;
+        ctx_ = ctx;
+        remaining_.store(workers - 1, std::memory_order_relaxed);
+        {
+            // The job word carries the worker count, so that threads left out of this job never read
+            // the fields above (which the next job may already be rewriting).
+            std::lock_guard<std::mutex> lk(wake_mutex_);
+            const uint64_t seq = (before >> 16) + 1;
+            job_.store((seq << 16) | static_cast<uint64_t>(workers), std::memory_order_release);
+        }
+        wake_.notify_all();
+        task(ctx, 0);
+        for (int spins = 0; remaining_.load(std::memory_order_acquire) != 0; ++spins)
+            if (spins > 64) std::this_thread::yield();
+        return true;
+    }
+
+   private:
+    explicit WorkerPool(long pid) : pid_(pid) {}
+
+    void work(int id, uint64_t seen) {
+        for (;;) {
+            uint64_t job = job_.load(std::memory_order_acquire);
+            for (int spins = 0; job == seen && spins < kPollSpins; ++spins) {
+                if (spins > 64) std::this_thread::yield();
+                job = job_.load(std::memory_order_acquire);
+            }
+            if (job == seen) {
+                std::unique_lock<std::mutex> lk(wake_mutex_);
+                wake_.wait(lk, [&] { return (job = job_.load(std::memory_order_acquire)) != seen; });
+            }
+            seen = job;
+            if (id < static_cast<int>(job & 0xffffu)) {
+                task_(ctx_, id);
+                remaining_.fetch_sub(1, std::memory_order_release);
+            }
+        }
+    }
+
+    static constexpr int kPollSpins = 2000;  // yields between jobs before sleeping (about a millisecond)
+
+    const long pid_;
+    std::mutex run_mutex_;
+    std::vector<std::thread> threads_;
+    std::mutex wake_mutex_;
+    std::condition_variable wake_;
+    std::atomic<uint64_t> job_{0};  // (sequence number << 16) | worker count of the latest job
+    std::atomic<int> remaining_{0};
+    Task task_ = nullptr;
+    void* ctx_ = nullptr;
+};
+
+// Runs f(begin, end) over [0, n) in contiguous chunks handed out in increasing order to up to nthreads
+// workers (the caller is one of them).  Dynamic hand-out keeps both cores busy to the end even when
+// one of them is slowed by other load, where a fixed half each would leave one waiting.
 template <class F>
-void parallel_ranges(int64_t n, int64_t values_per_item, int nthreads, F&& f) {
-    int64_t workers = std::max<int64_t>(1, nthreads);
+void parallel_chunks(int64_t n, int64_t values_per_item, int nthreads, F&& f) {
+    int64_t workers = std::min<int64_t>(std::max(1, nthreads), WorkerPool::kMaxWorkers - 1);
     const int64_t by_size = std::max<int64_t>(1, (n * values_per_item) / kMinValuesPerThread);
     workers = std::min(workers, std::min(by_size, std::max<int64_t>(1, n)));
     if (workers == 1) {
-        f(int64_t{0}, n, 0);
+        f(int64_t{0}, n);
         return;
     }
+    // About sixteen chunks per worker, none below kMinValuesPerChunk values.
+    const int64_t min_items = std::max<int64_t>(1, kMinValuesPerChunk / std::max<int64_t>(1, values_per_item));
+    const int64_t chunk = std::max(min_items, (n + 16 * workers - 1) / (16 * workers));
+    struct Ctx {
+        std::remove_reference_t<F>* f;
+        int64_t n, chunk;
+        std::atomic<int64_t> next{0};
+    } ctx{&f, n, chunk};
+    const WorkerPool::Task task = [](void* p, int) {
+        Ctx& c = *static_cast<Ctx*>(p);
+        for (;;) {
+            const int64_t b = c.next.fetch_add(c.chunk, std::memory_order_relaxed);
+            if (b >= c.n) return;
+            (*c.f)(b, std::min(c.n, b + c.chunk));
+        }
+    };
+    if (WorkerPool::get().run(static_cast<int>(workers), task, &ctx)) return;
     std::vector<std::thread> pool;
     pool.reserve(workers - 1);
-    const int64_t chunk = (n + workers - 1) / workers;
     for (int64_t w = 1; w < workers; ++w) {
-        const int64_t b = std::min(n, w * chunk), e = std::min(n, (w + 1) * chunk);
-        pool.emplace_back([&f, b, e, w] { f(b, e, static_cast<int>(w)); });
+        pool.emplace_back([&ctx, task, w] { task(&ctx, static_cast<int>(w)); });
     }
-    f(int64_t{0}, std::min(n, chunk), 0);
+    task(&ctx, 0);
     for (auto& t : pool) t.join();
 }
 
+// Bit 31 set exactly when v is inf or NaN: adding 2^23 to |v|'s bits carries into bit 31 exactly when
+// the exponent field is all ones.  OR-ed over many values, it is a test that vectorises.
+inline uint32_t nonfinite_bit(float v) { return (f32_bits(v) & 0x7fffffffu) + 0x00800000u; }
+
+// True when none of x[0..n) is inf or NaN.
 inline bool all_finite(const float* x, int n) {
-    bool ok = true;
-    for (int i = 0; i < n; ++i) ok &= (f32_bits(x[i]) & 0x7f800000u) != 0x7f800000u;
-    return ok;
+    uint32_t acc = 0;
+    for (int i = 0; i < n; ++i) acc |= nonfinite_bit(x[i]);
+    return (acc & 0x80000000u) == 0;
 }
 
 inline int first_nonfinite(const float* x, int n) {
@@ -51,6 +179,31 @@ inline int first_nonfinite(const float* x, int n) {
 template <int T>
 int64_t quantize_range(const QuantizeArgs& a, int64_t b0, int64_t b1) {
     const Geometry geo = geometry(T);
+    if constexpr (T == kF32 || T == kF16 || T == kBF16) {  // one value per "block"
+        // Plain float conversions run as one tight (vectorised) loop per chunk of values, with the
+        // finiteness test folded in; a chunk holding a non-finite value is then searched for it.
+        constexpr int64_t kChunk = 1024;
+        for (int64_t c0 = b0; c0 < b1; c0 += kChunk) {
+            const int n = static_cast<int>(std::min(kChunk, b1 - c0));
+            const float* xc = a.x + c0;
+            uint8_t* yc = a.y + c0 * geo.type_size;
+            uint32_t acc = 0;
+            for (int i = 0; i < n; ++i) {
+                acc |= nonfinite_bit(xc[i]);
+                if constexpr (T == kF32) {
+                    memcpy(yc + 4 * i, xc + i, 4);
+                } else if constexpr (kLittleEndian) {
+                    // a whole uint16 per value: byte-wise stores would defeat the vectoriser
+                    const uint16_t h = T == kF16 ? fp32_to_fp16(xc[i]) : fp32_to_bf16(xc[i]);
+                    memcpy(yc + 2 * i, &h, 2);
+                } else {
+                    quantize_block(T, xc + i, nullptr, 0.0f, yc + 2 * i);
+                }
+            }
+            if (acc & 0x80000000u) return c0 + first_nonfinite(xc, n);
+        }
+        return -1;
+    }
     const BlockLocation start = locate_block(b0, a.n_per_row, geo);
     int64_t row = start.row, col = start.col;
     const float* xb = a.x + start.x_offset;
@@ -124,21 +277,26 @@ int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row
     if (imatrix != nullptr && uses_row_sigma2(type)) {
         // Rows with a non-finite value get a garbage sigma2 here; they are rejected below anyway.
         sigma2.resize(static_cast<size_t>(nrows));
-        parallel_ranges(nrows, n_per_row, nthreads, [&](int64_t r0, int64_t r1, int) {
+        parallel_chunks(nrows, n_per_row, nthreads, [&](int64_t r0, int64_t r1) {
             for (int64_t r = r0; r < r1; ++r) sigma2[r] = row_sigma2(x + r * n_per_row, n_per_row);
         });
         a.row_sigma2 = sigma2.data();
     }
 
+    // The first non-finite value overall: chunks are handed out in order, so a chunk that starts past
+    // a value already found bad can be skipped, and the smallest index found is the first one.
     const int64_t total = nrows * (n_per_row / g.block_size);
-    std::vector<int64_t> first_bad(static_cast<size_t>(std::max(1, nthreads)), -1);
-    parallel_ranges(total, g.block_size, nthreads, [&](int64_t b0, int64_t b1, int w) {
-        first_bad[w] = run(a, b0, b1);
+    std::atomic<int64_t> first_bad{INT64_MAX};
+    parallel_chunks(total, g.block_size, nthreads, [&](int64_t b0, int64_t b1) {
+        if (b0 * g.block_size > first_bad.load(std::memory_order_relaxed)) return;
+        const int64_t bad = run(a, b0, b1);
+        if (bad < 0) return;
+        int64_t cur = first_bad.load(std::memory_order_relaxed);
+        while (bad < cur && !first_bad.compare_exchange_weak(cur, bad, std::memory_order_relaxed)) {
+        }
     });
-    int64_t bad = -1;
-    for (int64_t v : first_bad)
-        if (v >= 0 && (bad < 0 || v < bad)) bad = v;
-    return bad;
+    const int64_t bad = first_bad.load();
+    return bad == INT64_MAX ? -1 : bad;
 }
 
 void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_row, float* x, int nthreads) {
@@ -147,7 +305,7 @@ void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_ro
     if (run == nullptr || g.block_size == 0 || nrows == 0 || n_per_row == 0) return;
     const DequantizeArgs a{type, y, x, nrows, n_per_row};
     const int64_t total = nrows * (n_per_row / g.block_size);
-    parallel_ranges(total, g.block_size, nthreads, [&](int64_t b0, int64_t b1, int) { run(a, b0, b1); });
+    parallel_chunks(total, g.block_size, nthreads, [&](int64_t b0, int64_t b1) { run(a, b0, b1); });
 }
 
 }  // namespace sqat::cpu

@@ -32,27 +32,28 @@ SQAT_HD uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 SQAT_HD float f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
 // IEEE binary32 -> binary16, round to nearest even, subnormals kept, overflow -> inf.
-// Integer-only so that it cannot be affected by FTZ or contraction on any target.
+// Straight-line code so that a loop over values vectorises: every case is computed and the result
+// picked with mask blends (b ^ ((a ^ b) & mask)); a ?: would let the compiler move the float operation
+// into a branch, which it then may not turn back into a select under -ftrapping-math.
+// The subnormal case is the one float operation: |f|*2^24 is exact (a power-of-two scaling into
+// [0, 1024)), and adding 2^23 rounds it to an integer, ties to even, in the low mantissa bits.  That
+// needs the default rounding mode and no flush-to-zero of inputs, which the build guarantees
+// (DESIGN.md decision 3); everything else is integer arithmetic.
 SQAT_HD uint16_t fp32_to_fp16(float f) {
     const uint32_t x = f32_bits(f);
     const uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);      // NaN
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);     // rounds to >= 65520: inf
-    if (ax < 0x38800000u) {                                       // below 2^-14: subnormal half
-        if (ax < 0x33000000u) return (uint16_t)sign;              // below 2^-25: zero
-        const uint32_t e = ax >> 23;
-        const uint32_t m = (ax & 0x7fffffu) | 0x800000u;
-        const uint32_t shift = 126u - e;                          // 14..24
-        uint32_t h = m >> shift;
-        const uint32_t rem = m & ((1u << shift) - 1u);
-        const uint32_t halfway = 1u << (shift - 1u);
-        if (rem > halfway || (rem == halfway && (h & 1u))) h += 1u;
-        return (uint16_t)(sign | h);
-    }
-    ax -= 0x38000000u;                                            // re-bias exponent 127 -> 15
-    ax += 0xfffu + ((ax >> 13) & 1u);                             // round mantissa to 10 bits, ties even
-    return (uint16_t)(sign | (ax >> 13));
+    const uint32_t ax = x & 0x7fffffffu;
+    // normal half: re-bias the exponent 127 -> 15, round the mantissa to 10 bits (ties to even)
+    const uint32_t normal = (ax - 0x38000000u + 0xfffu + ((ax >> 13) & 1u)) >> 13;
+    // below 2^-14: subnormal half (or zero), the integer round(|f| * 2^24)
+    const uint32_t subnormal = f32_bits(f32_from_bits(ax) * 16777216.0f + 8388608.0f) - 0x4b000000u;
+    const uint32_t is_subnormal = 0u - (uint32_t)(ax < 0x38800000u);
+    const uint32_t is_inf = 0u - (uint32_t)(ax >= 0x477ff000u);  // rounds to >= 65520 (or inf, NaN)
+    const uint32_t is_nan = 0u - (uint32_t)(ax > 0x7f800000u);
+    uint32_t h = normal ^ ((subnormal ^ normal) & is_subnormal);
+    h = h ^ ((0x7c00u ^ h) & is_inf);
+    h = h ^ ((0x7e00u ^ h) & is_nan);
+    return (uint16_t)(sign | h);
 }
 
 // binary16 -> binary32, exact.
@@ -77,9 +78,12 @@ SQAT_HD float fp16_to_fp32(uint16_t h) {
 
 // binary32 -> bfloat16 as ggml_compute_fp32_to_bf16: NaN forced quiet, else round to nearest even.
 SQAT_HD uint16_t fp32_to_bf16(float f) {
+    // Blend in 32 bits and shift once: narrowing a NaN mask to 16 bits is costly without SSE4.
     const uint32_t u = f32_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64u);
-    return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+    const uint32_t rounded = u + (0x7fffu + ((u >> 16) & 1u));
+    const uint32_t quiet = u | 0x00400000u;
+    const uint32_t is_nan = 0u - (uint32_t)((u & 0x7fffffffu) > 0x7f800000u);
+    return (uint16_t)((rounded ^ ((quiet ^ rounded) & is_nan)) >> 16);
 }
 
 SQAT_HD float bf16_to_fp32(uint16_t b) { return f32_from_bits((uint32_t)b << 16); }
@@ -97,15 +101,17 @@ SQAT_HD int iq4nl_value(int i) {
 }
 
 // ggml's best_index_int8 over kvalues_iq4nl: nearest code index, exact ties go to the upper index.
+// Upstream runs a binary search and then compares x - V[i] with V[i+1] - x.  Both differences are
+// exact wherever they are close (near a midpoint |x| > 4, the gaps are <= 24), so that comparison is
+// the exact test x >= (V[i] + V[i+1])/2, and every midpoint is a half-integer float.  The index is
+// therefore the number of midpoints not above x: a branch-free count.  Written as !(x < m) so that a
+// NaN counts every midpoint and gives 15, as upstream's search does.
 SQAT_HD int iq4nl_best_index(float x) {
-    if (x <= (float)iq4nl_value(0)) return 0;
-    if (x >= (float)iq4nl_value(15)) return 15;
-    int ml = 0, mu = 15;
-    while (mu - ml > 1) {
-        const int mav = (ml + mu) / 2;
-        if (x < (float)iq4nl_value(mav)) mu = mav; else ml = mav;
-    }
-    return (x - (float)iq4nl_value(mu - 1)) < ((float)iq4nl_value(mu) - x) ? mu - 1 : mu;
+    constexpr float mid[15] = {-115.5f, -93.5f, -74.0f, -57.0f, -42.0f, -28.5f, -16.0f, -4.5f,
+                               7.0f,    19.0f,  31.5f,  45.5f,  61.0f,  79.0f,  101.0f};
+    int n = 0;
+    for (int i = 0; i < 15; ++i) n += (int)!(x < mid[i]);
+    return n;
 }
 
 SQAT_HD void store_u16(uint8_t* p, uint16_t v) { p[0] = (uint8_t)(v & 0xff); p[1] = (uint8_t)(v >> 8); }

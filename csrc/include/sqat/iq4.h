@@ -6,6 +6,7 @@
 #pragma once
 
 #include "sqat/common.h"
+#include "sqat/search.h"
 
 namespace sqat {
 
@@ -27,45 +28,48 @@ SQAT_HD void block_weights(const float* xb, const float* qw, float sigma2, float
     }
 }
 
+// iq4nl_value(iq4nl_best_index(al)) as a float: V[0] plus the steps V[i+1] - V[i] of the midpoints
+// not above al.  Those midpoints are a prefix (the count iq4nl_best_index returns), so the sum is
+// exactly V[index]; the selects are straight-line code that vectorises, unlike a table lookup.
+SQAT_HD float nearest_code_value(float al) {
+    float q = (float)iq4nl_value(0);
+    for (int i = 0; i < 15; ++i) {
+        const int lo = iq4nl_value(i), hi = iq4nl_value(i + 1);
+        q += !(al < 0.5f * (float)(lo + hi)) ? (float)(hi - lo) : 0.0f;
+    }
+    return q;
+}
+
 // Weighted least-squares scale of one 32-value group over the IQ4 code book: a first guess that maps
 // the extreme value to +127, then 15 trial inverse scales (itry - 127)/max, keeping the best by
 // sumqx²/sumq2.  Returns 0 for an (almost) all-zero group or when every weight is zero.
+// The 16 trials are independent until the final pick, so their sums run side by side (trial t in
+// lane t, each sum still sequential over j), and the pick then walks them in upstream's order.
 SQAT_HD float group_scale(const float* xb, const float* w) {
-    float amax = 0.0f, max = 0.0f;
+    const float max = scan_signed_absmax<32>(xb);
+    if (fabsf(max) < GROUP_MAX_EPS) return 0.0f;
+    constexpr int kTrials = 16;
+    float id[kTrials];
+    id[0] = 1.0f / (-max / (float)iq4nl_value(0));
+    for (int t = 1; t < kTrials; ++t) id[t] = (float)(t - 8 + iq4nl_value(0)) / max;  // itry = t - 8
+    float sumqx[kTrials], sumq2[kTrials];
+    for (int t = 0; t < kTrials; ++t) sumqx[t] = sumq2[t] = 0.0f;
     for (int j = 0; j < 32; ++j) {
-        const float ax = fabsf(xb[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = xb[j];
+        const float xj = xb[j], wj = w[j];
+        for (int t = 0; t < kTrials; ++t) {
+            const float q = nearest_code_value(id[t] * xj);
+            const float wq = wj * q;
+            sumqx[t] += wq * xj;
+            sumq2[t] += wq * q;
         }
-    }
-    if (amax < GROUP_MAX_EPS) return 0.0f;
-    const float v0 = (float)iq4nl_value(0);
-    float d = -max / v0;
-    float id = 1.0f / d;
-    float sumqx = 0.0f, sumq2 = 0.0f;
-    for (int j = 0; j < 32; ++j) {
-        const float q = (float)iq4nl_value(iq4nl_best_index(id * xb[j]));
-        const float wq = w[j] * q;
-        sumqx += wq * xb[j];
-        sumq2 += wq * q;
     }
     // The `sumq2 > 0` guards (2026 upstream) keep zero-weight groups at d = 0 instead of NaN.
-    d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
-    float best = d * sumqx;
-    for (int itry = -7; itry <= 7; ++itry) {
-        id = (float)(itry + iq4nl_value(0)) / max;
-        sumqx = 0.0f;
-        sumq2 = 0.0f;
-        for (int j = 0; j < 32; ++j) {
-            const float q = (float)iq4nl_value(iq4nl_best_index(id * xb[j]));
-            const float wq = w[j] * q;
-            sumqx += wq * xb[j];
-            sumq2 += wq * q;
-        }
-        if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
-            d = sumqx / sumq2;
-            best = d * sumqx;
+    float d = sumq2[0] > 0.0f ? sumqx[0] / sumq2[0] : 0.0f;
+    float best = d * sumqx[0];
+    for (int t = 1; t < kTrials; ++t) {
+        if (sumq2[t] > 0.0f && sumqx[t] * sumqx[t] > best * sumq2[t]) {
+            d = sumqx[t] / sumq2[t];
+            best = d * sumqx[t];
         }
     }
     return d;

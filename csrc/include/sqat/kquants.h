@@ -50,29 +50,35 @@ SQAT_HD void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* s)
 
 // Shared Q4_K/Q5_K quantizer up to (but excluding) the packing of the levels: writes d, dmin
 // and the 12 scale bytes into y[0..15] and the final levels (0..nmax) into L.
+// The eight 32-value sub-blocks are searched side by side (make_qkx_quants_lanes), on a transposed
+// copy: xt[8*l + j] is value l of sub-block j.
 SQAT_HD void quantize_kq_asym(const float* x, const float* qw, int nmax, uint8_t* y, uint8_t* L) {
-    uint8_t Laux[32];
-    float weights[32];
+    float xt[QK_K], wt[QK_K];
+    uint8_t Lt[QK_K];
     float mins[8];
     float scales[8];
     uint8_t ls[8];
     uint8_t lm[8];
     float d_block, m_block;
+    for (int j = 0; j < 8; ++j)
+        for (int l = 0; l < 32; ++l) xt[8 * l + j] = x[32 * j + l];
 
     if (qw == nullptr) {
         // Reference path: per-sub-block weights, plain max-based 6-bit scale quantization.
         const float rmin = nmax == 15 ? -1.0f : -0.5f;
         const int nstep = nmax == 15 ? 20 : 15;
+        float sum_x2[8];
+        for (int j = 0; j < 8; ++j) sum_x2[j] = 0;
+        for (int l = 0; l < 32; ++l)
+            for (int j = 0; j < 8; ++j) sum_x2[j] += xt[8 * l + j] * xt[8 * l + j];
+        float av_x[8];
+        for (int j = 0; j < 8; ++j) av_x[j] = sqrtf(sum_x2[j] / 32.0f);
+        for (int l = 0; l < 32; ++l)
+            for (int j = 0; j < 8; ++j) wt[8 * l + j] = av_x[j] + fabsf(xt[8 * l + j]);
+        make_qkx_quants_lanes<32, 8>(nmax, xt, wt, Lt, scales, mins, rmin, 0.1f, nstep, false);
         float max_scale = 0;
         float max_min = 0;
         for (int j = 0; j < 8; ++j) {
-            const float* xb = x + 32 * j;
-            float sum_x2 = 0;
-            for (int l = 0; l < 32; ++l) sum_x2 += xb[l] * xb[l];
-            const float av_x = sqrtf(sum_x2 / 32.0f);
-            for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(xb[l]);
-            scales[j] = make_qkx2_quants(32, nmax, xb, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f,
-                                         nstep, false);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
@@ -93,17 +99,17 @@ SQAT_HD void quantize_kq_asym(const float* x, const float* qw, int nmax, uint8_t
         float sum_x2 = 0;
         for (int l = 0; l < QK_K; ++l) sum_x2 += x[l] * x[l];
         const float sigma2 = 2 * sum_x2 / (float)QK_K;
-        float sw[8];
         for (int j = 0; j < 8; ++j) {
-            const float* xb = x + 32 * j;
-            const float* qb = qw + 32 * j;
-            for (int l = 0; l < 32; ++l) weights[l] = qb[l] * sqrtf(sigma2 + xb[l] * xb[l]);
-            float sumw = 0;
-            for (int l = 0; l < 32; ++l) sumw += weights[l];
-            sw[j] = sumw;
-            scales[j] = make_qkx3_quants(32, nmax, xb, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
-                                         false);
+            for (int l = 0; l < 32; ++l) {
+                const float v = x[32 * j + l];
+                wt[8 * l + j] = qw[32 * j + l] * sqrtf(sigma2 + v * v);
+            }
         }
+        float sw[8];
+        for (int j = 0; j < 8; ++j) sw[j] = 0;
+        for (int l = 0; l < 32; ++l)
+            for (int j = 0; j < 8; ++j) sw[j] += wt[8 * l + j];
+        make_qkx_quants_lanes<32, 8>(nmax, xt, wt, Lt, scales, mins, -0.9f, 0.05f, 36, false);
         d_block = make_qp_quants(8, 63, scales, ls, sw);
         m_block = make_qp_quants(8, 63, mins, lm, sw);
         // Only Q5_K clamps here; Q4_K packs the raw levels (identical unless a level wrapped).
@@ -114,6 +120,8 @@ SQAT_HD void quantize_kq_asym(const float* x, const float* qw, int nmax, uint8_t
             }
         }
     }
+    for (int j = 0; j < 8; ++j)
+        for (int l = 0; l < 32; ++l) L[32 * j + l] = Lt[8 * l + j];
 
     uint8_t* sc_bytes = y + 4;
     pack_scale_min_k4(ls, lm, sc_bytes);

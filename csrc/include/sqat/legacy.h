@@ -25,25 +25,64 @@ SQAT_HD int narrow_to_i8(float v) {
     return (int)(int8_t)(uint8_t)((uint32_t)i & 0xffu);
 }
 
-// C roundf (halves away from zero), spelled out so host libm and CUDA cannot differ.
-SQAT_HD float round_half_away(float v) {
-    const float a = fabsf(v);
-    if (!(a < 8388608.0f)) return v;                // already integral (or inf/NaN)
-    float t = (float)(int)a;                        // exact truncation below 2^23
-    t += (float)(a - t >= 0.5f);                    // a - t is exact; a select, not a branch
-    return copysignf(t, v);
+// Fast paths of the reference quantizers.  When the block scale d and its reciprocal id are both
+// finite, every non-NaN x of the block has |x*id| within a few ulps of the format's level range: d is
+// max/c (or (max - min)/c) rounded, either normal (relative error 2^-24) or at least 2^-128, since below
+// that 1/d overflows to inf.  The quotients are then NaN (from a NaN x) or far inside the int range, so
+// a plain conversion is defined and equals the x86 narrowing, except for NaN, which x86 narrows to 0.
+// Blocks with an inf/NaN scale (a subnormal or infinite extreme) take the exact narrow_to_i8 path.
+
+// narrow_to_i8 of a value known to be NaN or in [0, 256): a NaN narrows to 0 on x86.
+SQAT_HD int trunc_nan0(float v) { return (int)(v > 0.0f ? v : 0.0f); }
+
+// min(q[j], hi) over a block of bytes (a separate byte pass: it vectorises as a byte minimum).
+SQAT_HD void clamp_levels(uint8_t* q, uint8_t hi) {
+    for (int j = 0; j < QK32; ++j) q[j] = q[j] < hi ? q[j] : hi;
 }
 
-// First value of largest magnitude, sign kept (strict '<' scan, so ties keep the earliest index).
-SQAT_HD float signed_absmax(const float* x) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < QK32; ++j) {
-        const float v = x[j];
-        const bool larger = amax < fabsf(v);  // selects rather than a data-dependent branch
-        amax = larger ? fabsf(v) : amax;
-        max = larger ? v : max;
-    }
-    return max;
+// C roundf (halves away from zero), spelled out so host libm and CUDA cannot differ.  Straight-line
+// code with integer selects, so that a loop over a block vectorises even under -ftrapping-math: the
+// conversion only ever sees an in-range value.
+SQAT_HD float round_half_away(float v) {
+    const uint32_t bits = f32_bits(v);
+    const uint32_t abits = bits & 0x7fffffffu;
+    const uint32_t small = abits < 0x4b000000u ? 0xffffffffu : 0u;  // |v| < 2^23, else integral/inf/NaN
+    const float a = f32_from_bits(abits & small);                   // |v|, or 0 when not small
+    float t = (float)(int)a;                                        // exact truncation below 2^23
+    t += (float)(a - t >= 0.5f);                                    // a - t is exact
+    const uint32_t r = f32_bits(t) | (bits & 0x80000000u);          // sign of v (as copysignf)
+    return f32_from_bits((r & small) | (bits & ~small));
+}
+
+SQAT_HD bool is_finite(float v) { return (f32_bits(v) & 0x7f800000u) != 0x7f800000u; }
+
+SQAT_HD bool any_nan(const float* x) {
+    int nan = 0;
+    for (int j = 0; j < QK32; ++j) nan |= (int)(x[j] != x[j]);
+    return nan != 0;
+}
+
+// Upstream's strict scans `if (v < min) min = v; if (v > max) max = v;` from +/-FLT_MAX.
+SQAT_HD void block_min_max(const float* x, float* min_out, float* max_out) {
+    float min, max;
+    scan_min_max<QK32>(x, 3.40282347e+38f, -3.40282347e+38f, &min, &max);
+    if (min == 0.0f) min = scan_first_zero(x, QK32);
+    if (max == 0.0f) max = scan_first_zero(x, QK32);
+    *min_out = min;
+    *max_out = max;
+}
+
+// Largest |x| of a NaN-free block, as upstream's `amax = MAX(amax, fabsf(v))` scan from 0 computes it.
+SQAT_HD float block_absmax(const float* x) {
+    float min, max;
+    scan_min_max<QK32>(x, 0.0f, 0.0f, &min, &max);
+    const float amax = -min > max ? -min : max;
+    return amax + 0.0f;  // an all-zero block gives +0
+}
+
+// Values j and j + 16 of a 32-block into one byte (low, high nibble), OR-ed unmasked as upstream does.
+SQAT_HD void pack_nibbles(const uint8_t* q, uint8_t* qs) {
+    for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
 }
 
 // Importance weights of the legacy *_impl quantizers.
@@ -53,13 +92,14 @@ SQAT_HD void impl_weights(const float* x, const float* qw, float sigma2, float* 
 
 // Q5 layout: low nibbles like Q4_0, bit 4 of value j in bit j of a little-endian uint32.
 SQAT_HD void pack_q5(const uint8_t* q, uint8_t* qh_out, uint8_t* qs) {
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-        qs[j] = (uint8_t)((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
-        qh |= (uint32_t)((q[j] & 0x10u) >> 4) << j;
-        qh |= (uint32_t)((q[j + 16] & 0x10u) >> 4) << (j + 16);
+    for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
+    // Eight bits at a time: gather bit 4 of eight bytes into one 0/1 per byte, then one multiply moves
+    // byte k's bit to bit 56 + k (the partial products land on distinct bits, so nothing carries).
+    for (int g = 0; g < 4; ++g) {
+        uint64_t t = 0;
+        for (int k = 0; k < 8; ++k) t |= (uint64_t)((q[8 * g + k] >> 4) & 1u) << (8 * k);
+        qh_out[g] = (uint8_t)((t * 0x0102040810204080ull) >> 56);
     }
-    store_u32(qh_out, qh);
 }
 
 SQAT_HD int q5_value(const uint8_t* qh_bytes, const uint8_t* qs, int j) {
@@ -77,14 +117,32 @@ SQAT_HD int q5_value(const uint8_t* qh_bytes, const uint8_t* qs, int j) {
 SQAT_HD void quantize_block_q8_0(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
     (void)qw;
     (void)row_sigma2;
+    // Upstream's MAX(amax, fabsf(v)) lets a NaN through (the next value then replaces it), so a block
+    // holding a NaN takes that sequential scan and the x86-exact conversions below.
+    const bool nan = legacy_detail::any_nan(x);
     float amax = 0.0f;
-    for (int j = 0; j < QK32; ++j) {
-        const float a = fabsf(x[j]);
-        amax = amax > a ? amax : a;
+    if (nan) {
+        for (int j = 0; j < QK32; ++j) {
+            const float a = fabsf(x[j]);
+            amax = amax > a ? amax : a;
+        }
+    } else {
+        amax = legacy_detail::block_absmax(x);
     }
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;  // from the unrounded d
     store_u16(y, fp32_to_fp16(d));
+    if (!nan && legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
+        // Every |x*id| <= 127 (to rounding): rounded values convert exactly, no x86 emulation needed.
+        for (int j = 0; j < QK32; ++j) {
+            const float v = x[j] * id;
+            const float a = fabsf(v);
+            float t = (float)(int)a;
+            t += (float)(a - t >= 0.5f);
+            y[2 + j] = (uint8_t)(int)copysignf(t, v);
+        }
+        return;
+    }
     for (int j = 0; j < QK32; ++j) {
         const float v = x[j] * id;
         y[2 + j] = (uint8_t)legacy_detail::narrow_to_i8(legacy_detail::round_half_away(v));
@@ -112,22 +170,26 @@ SQAT_HD void quantize_block_q4_0(const float* x, const float* qw, float row_sigm
         for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
         return;
     }
-    const float max = legacy_detail::signed_absmax(x);
+    const float max = scan_signed_absmax<QK32>(x);
     const float d = max / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     store_u16(y, fp32_to_fp16(d));
-    for (int j = 0; j < 16; ++j) {
-        // Product and the +8.5 offset are two separate roundings in the reference.
-        const float a = x[j] * id;
-        const float b = x[j + 16] * id;
-        const float ao = a + 8.5f;
-        const float bo = b + 8.5f;
-        int qa = legacy_detail::narrow_to_i8(ao);
-        int qb = legacy_detail::narrow_to_i8(bo);
-        qa = qa < 15 ? qa : 15;
-        qb = qb < 15 ? qb : 15;
-        qs[j] = (uint8_t)((uint8_t)qa | (uint8_t)((uint8_t)qb << 4));
+    uint8_t q[QK32];
+    if (legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
+        // |x*id| <= 8 (to rounding) for every non-NaN x, so x*id + 8.5 is NaN or in [0, 17).
+        for (int j = 0; j < QK32; ++j) {
+            const float a = x[j] * id;  // product and +8.5 are two separate roundings in the reference
+            q[j] = (uint8_t)legacy_detail::trunc_nan0(a + 8.5f);
+        }
+        legacy_detail::clamp_levels(q, 15);
+    } else {
+        for (int j = 0; j < QK32; ++j) {
+            const float a = x[j] * id;
+            const int qa = legacy_detail::narrow_to_i8(a + 8.5f);
+            q[j] = (uint8_t)(qa < 15 ? qa : 15);
+        }
     }
+    legacy_detail::pack_nibbles(q, qs);
 }
 
 /// Dequantize one Q4_0 block into 32 floats.
@@ -158,27 +220,28 @@ SQAT_HD void quantize_block_q4_1(const float* x, const float* qw, float row_sigm
         return;
     }
     // Plain strict scans from +/-FLT_MAX: the minimum is not clamped to <= 0 here.
-    float min = 3.40282347e+38f, max = -3.40282347e+38f;
-    for (int j = 0; j < QK32; ++j) {
-        const float v = x[j];
-        if (v < min) min = v;
-        if (v > max) max = v;
-    }
+    float min, max;
+    legacy_detail::block_min_max(x, &min, &max);
     const float d = (max - min) / 15.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     store_u16(y, fp32_to_fp16(d));
     store_u16(y + 2, fp32_to_fp16(min));
-    for (int j = 0; j < 16; ++j) {
-        const float a = (x[j] - min) * id;
-        const float b = (x[j + 16] - min) * id;
-        const float ao = a + 0.5f;
-        const float bo = b + 0.5f;
-        int qa = legacy_detail::narrow_to_i8(ao);
-        int qb = legacy_detail::narrow_to_i8(bo);
-        qa = qa < 15 ? qa : 15;
-        qb = qb < 15 ? qb : 15;
-        qs[j] = (uint8_t)((uint8_t)qa | (uint8_t)((uint8_t)qb << 4));
+    uint8_t q[QK32];
+    if (legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
+        // 0 <= (x - min)*id <= 15 (to rounding) for every non-NaN x, so (x - min)*id + 0.5 is NaN or
+        // in [0, 16): upstream's MIN(15, .) never bites.
+        for (int j = 0; j < QK32; ++j) {
+            const float a = (x[j] - min) * id;
+            q[j] = (uint8_t)legacy_detail::trunc_nan0(a + 0.5f);
+        }
+    } else {
+        for (int j = 0; j < QK32; ++j) {
+            const float a = (x[j] - min) * id;
+            const int qa = legacy_detail::narrow_to_i8(a + 0.5f);
+            q[j] = (uint8_t)(qa < 15 ? qa : 15);
+        }
     }
+    legacy_detail::pack_nibbles(q, qs);
 }
 
 /// Dequantize one Q4_1 block into 32 floats.
@@ -208,15 +271,23 @@ SQAT_HD void quantize_block_q5_0(const float* x, const float* qw, float row_sigm
         store_u16(y, fp32_to_fp16(d));
         for (int j = 0; j < QK32; ++j) q[j] = (uint8_t)L[j];
     } else {
-        const float max = legacy_detail::signed_absmax(x);
+        const float max = scan_signed_absmax<QK32>(x);
         const float d = max / -16.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         store_u16(y, fp32_to_fp16(d));
-        for (int j = 0; j < QK32; ++j) {
-            const float a = x[j] * id;
-            const float ao = a + 16.5f;
-            const int qa = legacy_detail::narrow_to_i8(ao);
-            q[j] = (uint8_t)(qa < 31 ? qa : 31);
+        if (legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
+            // x*id + 16.5 is NaN or in [0, 33)
+            for (int j = 0; j < QK32; ++j) {
+                const float a = x[j] * id;
+                q[j] = (uint8_t)legacy_detail::trunc_nan0(a + 16.5f);
+            }
+            legacy_detail::clamp_levels(q, 31);
+        } else {
+            for (int j = 0; j < QK32; ++j) {
+                const float a = x[j] * id;
+                const int qa = legacy_detail::narrow_to_i8(a + 16.5f);
+                q[j] = (uint8_t)(qa < 31 ? qa : 31);
+            }
         }
     }
     legacy_detail::pack_q5(q, y + 2, y + 6);
@@ -243,21 +314,23 @@ SQAT_HD void quantize_block_q5_1(const float* x, const float* qw, float row_sigm
         store_u16(y, fp32_to_fp16(d));
         store_u16(y + 2, fp32_to_fp16(-the_min));
     } else {
-        float min = 3.40282347e+38f, max = -3.40282347e+38f;
-        for (int j = 0; j < QK32; ++j) {
-            const float v = x[j];
-            if (v < min) min = v;
-            if (v > max) max = v;
-        }
+        float min, max;
+        legacy_detail::block_min_max(x, &min, &max);
         const float d = (max - min) / 31.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         store_u16(y, fp32_to_fp16(d));
         store_u16(y + 2, fp32_to_fp16(min));
-        for (int j = 0; j < QK32; ++j) {
-            // No clamp in the reference: (x - min)*id + 0.5 cannot exceed 31.5 for finite id.
-            const float a = (x[j] - min) * id;
-            const float ao = a + 0.5f;
-            q[j] = (uint8_t)legacy_detail::narrow_to_i8(ao);
+        if (legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
+            // No clamp in the reference: (x - min)*id + 0.5 is NaN or in [0, 32) here.
+            for (int j = 0; j < QK32; ++j) {
+                const float a = (x[j] - min) * id;
+                q[j] = (uint8_t)legacy_detail::trunc_nan0(a + 0.5f);
+            }
+        } else {
+            for (int j = 0; j < QK32; ++j) {
+                const float a = (x[j] - min) * id;
+                q[j] = (uint8_t)legacy_detail::narrow_to_i8(a + 0.5f);
+            }
         }
     }
     legacy_detail::pack_q5(q, y + 4, y + 8);

@@ -5,106 +5,114 @@
 // unclamped negative levels stored into uint8 arrays), and strict comparisons wherever ggml
 // uses them.  Expressions are written so that C's left-to-right evaluation yields the same
 // f32 rounding sequence as upstream; do not regroup them.
+//
+// What may differ from upstream is the order in which *independent* computations run: trials of a
+// search whose sums do not depend on each other, or sub-blocks of a super-block, are evaluated side by
+// side in "lanes" (arrays indexed by trial or group, innermost loop over the lane), which the compiler
+// vectorises across the lanes while every single sum stays a sequential chain over its values.
+// Decisions upstream takes in order (keep the best trial so far) are then replayed in that order.
 #pragma once
 
 #include "sqat/common.h"
 
+// Marks a short loop over lanes (independent groups or trials run side by side).  GCC would unroll such
+// a loop completely and then fail to vectorise the enclosing one; kept as a loop, it is vectorised
+// across the lanes.  Only a code-generation hint: it changes no result.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define SQAT_LANES _Pragma("GCC unroll 1")
+#else
+#define SQAT_LANES
+#endif
+
 namespace sqat {
 
-// Asymmetric (scale + non-positive offset) search used by the Q4_K/Q5_K reference path.
-// Writes L[0..n) in 0..nmax and *the_min (the negated offset); returns the scale.
-// Laux is scratch of n bytes; weights must be non-null.
-SQAT_HD float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
-                               float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
-                               bool use_mad) {
-    float min = x[0];
-    float max = x[0];
-    float sum_w = weights[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; ++i) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        const float w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max == min) {
-        for (int i = 0; i < n; ++i) L[i] = 0;
-        *the_min = -min;
-        return 0.f;
-    }
-    float iscale = (float)nmax / (max - min);
-    float scale = 1 / iscale;
-    float best_error = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = nearest_int(iscale * (x[i] - min));
-        l = l < nmax ? l : nmax;
-        L[i] = (uint8_t)(l > 0 ? l : 0);
-        float diff = scale * (float)L[i] + min - x[i];
-        diff = use_mad ? fabsf(diff) : diff * diff;
-        best_error += weights[i] * diff;
-    }
-    if (nstep < 1) {
-        *the_min = -min;
-        return scale;
-    }
-    for (int is = 0; is <= nstep; ++is) {
-        // `min` may have been replaced by an accepted trial; upstream keeps using the updated
-        // value for both the range and the offset, so the trials are not independent.
-        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = nearest_int(iscale * (x[i] - min));
-            l = l < nmax ? l : nmax;
-            l = l > 0 ? l : 0;
-            Laux[i] = (uint8_t)l;
-            const float w = weights[i];
-            sum_l += w * (float)l;
-            sum_l2 += w * (float)l * (float)l;
-            sum_xl += w * (float)l * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float cur_error = 0;
-            for (int i = 0; i < n; ++i) {
-                float diff = this_scale * (float)Laux[i] + this_min - x[i];
-                diff = use_mad ? fabsf(diff) : diff * diff;
-                cur_error += weights[i] * diff;
-            }
-            if (cur_error < best_error) {
-                for (int i = 0; i < n; ++i) L[i] = Laux[i];
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
+// ---------------------------------------------------------------------------------------------------
+// Extreme-value scans.  Upstream scans a block once, with a chain of dependent compares; these run four
+// interleaved partial scans (lane k takes i = k mod 4) and then combine the lanes: four independent
+// chains instead of one.  The minimum or maximum of a set does not depend on the order of the scan,
+// with two exceptions handled explicitly: which of +0.0/-0.0 a strict scan keeps (the first one, see
+// scan_first_zero) and NaN (the selects skip NaNs exactly as upstream's `if (v < min) min = v`).
+
+// Smallest and largest of x[0..N) and (min0, max0), NaNs skipped, signs of zero not resolved.
+// N a multiple of 4.
+template <int N>
+SQAT_HD void scan_min_max(const float* x, float min0, float max0, float* min_out, float* max_out) {
+    float mn[4] = {min0, min0, min0, min0};
+    float mx[4] = {max0, max0, max0, max0};
+    for (int i = 0; i < N; i += 4) {
+        for (int k = 0; k < 4; ++k) {
+            const float v = x[i + k];
+            mn[k] = v < mn[k] ? v : mn[k];
+            mx[k] = v > mx[k] ? v : mx[k];
         }
     }
-    *the_min = -min;
-    return scale;
+    float a = mn[0], b = mx[0];
+    for (int k = 1; k < 4; ++k) {
+        a = mn[k] < a ? mn[k] : a;
+        b = mx[k] > b ? mx[k] : b;
+    }
+    *min_out = a;
+    *max_out = b;
 }
 
-// Imatrix-path variant of make_qkx2_quants: weights == nullptr means w = x², and the
-// degenerate test is max <= min.  Everything else, including the moving offset, is identical.
+// The first zero of x[0..n) (either sign); only called when there is one.
+SQAT_HD float scan_first_zero(const float* x, int n) {
+    for (int i = 0; i < n; ++i)
+        if (x[i] == 0.0f) return x[i];
+    return 0.0f;
+}
+
+// First value of largest magnitude, sign kept: upstream's `if (fabsf(v) > amax) { amax = fabsf(v);
+// max = v; }` from amax = max = 0, so ties keep the earliest index, NaNs are skipped and an all-zero
+// block gives +0.  The magnitude comes from the smallest and largest values; only when both signs reach
+// it does the first index have to be searched for.  N a multiple of 4.
+template <int N>
+SQAT_HD float scan_signed_absmax(const float* x) {
+    float min, max;
+    scan_min_max<N>(x, 0.0f, 0.0f, &min, &max);
+    if (max > -min) return max;
+    if (-min > max) return min;
+    if (max == 0.0f) return 0.0f;
+    for (int i = 0; i < N; ++i)
+        if (fabsf(x[i]) == max) return x[i];
+    return max;
+}
+
+// Level of an asymmetric search: nearest_int clamped to [0, nmax].
+SQAT_HD int qkx_level(float v, int nmax) {
+    int l = nearest_int(v);
+    l = l < nmax ? l : nmax;
+    return l > 0 ? l : 0;
+}
+
+// Asymmetric (scale + non-positive offset) search, ggml's make_qkx3_quants: the imatrix paths of
+// Q4_1/Q5_1 (and, through make_qkx2_quants, everything of that shape).  weights == nullptr means w = x².
+// Writes L[0..n) in 0..nmax and *the_min (the negated offset); returns the scale.  n <= 32; Laux is
+// unused (kept for upstream's argument list).
+//
+// Upstream walks nstep+1 trial inverse scales, each one a pass of sequential sums that waits for the
+// previous trial only through the offset `min`, and only when that trial is accepted with a different
+// offset.  So the trials are evaluated a window of kWindow at a time, side by side (trial t in lane t,
+// every sum still sequential over i), all with the current offset; the window is then walked in
+// upstream's order, and an acceptance that moves the offset restarts the next window right after that
+// trial.  The levels are recomputed at the end from the inverse scale and offset of the last accepted
+// trial, the same arithmetic that produced them.
 SQAT_HD float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
                                float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
                                bool use_mad) {
+    (void)Laux;
+    constexpr int kMaxN = 32;
+    float w[kMaxN];
+    for (int i = 0; i < n; ++i) w[i] = weights ? weights[i] : x[i] * x[i];
     float min = x[0];
     float max = x[0];
-    float sum_w = weights ? weights[0] : x[0] * x[0];
+    float sum_w = w[0];
     float sum_x = sum_w * x[0];
     for (int i = 1; i < n; ++i) {
         if (x[i] < min) min = x[i];
         if (x[i] > max) max = x[i];
-        const float w = weights ? weights[i] : x[i] * x[i];
-        sum_w += w;
-        sum_x += w * x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
     }
     if (min > 0) min = 0;
     if (max <= min) {
@@ -116,56 +124,195 @@ SQAT_HD float make_qkx3_quants(int n, int nmax, const float* x, const float* wei
     float scale = 1 / iscale;
     float best_error = 0;
     for (int i = 0; i < n; ++i) {
-        int l = nearest_int(iscale * (x[i] - min));
-        l = l < nmax ? l : nmax;
-        L[i] = (uint8_t)(l > 0 ? l : 0);
-        float diff = scale * (float)L[i] + min - x[i];
+        const float l = (float)qkx_level(iscale * (x[i] - min), nmax);
+        float diff = scale * l + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
-        const float w = weights ? weights[i] : x[i] * x[i];
-        best_error += w * diff;
+        best_error += w[i] * diff;
     }
-    if (nstep < 1) {
-        *the_min = -min;
-        return scale;
-    }
-    for (int is = 0; is <= nstep; ++is) {
-        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    float l_iscale = iscale, l_min = min;  // what the current levels are computed from
+    constexpr int kWindow = 4;
+    for (int start = 0; nstep >= 1 && start <= nstep;) {
+        float isc[kWindow], sum_l[kWindow], sum_l2[kWindow], sum_xl[kWindow], lv[kMaxN * kWindow];
+        SQAT_LANES for (int t = 0; t < kWindow; ++t) {
+            isc[t] = (rmin + rdelta * (float)(start + t) + (float)nmax) / (max - min);
+            sum_l[t] = sum_l2[t] = sum_xl[t] = 0;
+        }
         for (int i = 0; i < n; ++i) {
-            int l = nearest_int(iscale * (x[i] - min));
-            l = l < nmax ? l : nmax;
-            l = l > 0 ? l : 0;
-            Laux[i] = (uint8_t)l;
-            const float w = weights ? weights[i] : x[i] * x[i];
-            sum_l += w * (float)l;
-            sum_l2 += w * (float)l * (float)l;
-            sum_xl += w * (float)l * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
+            const float xi = x[i], wi = w[i];
+            SQAT_LANES for (int t = 0; t < kWindow; ++t) {
+                const float l = (float)qkx_level(isc[t] * (xi - min), nmax);
+                lv[i * kWindow + t] = l;
+                sum_l[t] += wi * l;
+                sum_l2[t] += wi * l * l;
+                sum_xl[t] += wi * l * xi;
             }
-            float cur_error = 0;
-            for (int i = 0; i < n; ++i) {
-                float diff = this_scale * (float)Laux[i] + this_min - x[i];
+        }
+        float D[kWindow], this_scale[kWindow], this_min[kWindow], cur_error[kWindow];
+        SQAT_LANES for (int t = 0; t < kWindow; ++t) {
+            D[t] = sum_w * sum_l2[t] - sum_l[t] * sum_l[t];
+            float ts = (sum_w * sum_xl[t] - sum_x * sum_l[t]) / D[t];
+            float tm = (sum_l2[t] * sum_x - sum_l[t] * sum_xl[t]) / D[t];
+            const bool positive = tm > 0;
+            ts = positive ? sum_xl[t] / sum_l2[t] : ts;
+            tm = positive ? 0.0f : tm;
+            this_scale[t] = ts;
+            this_min[t] = tm;
+            cur_error[t] = 0;
+        }
+        for (int i = 0; i < n; ++i) {
+            const float xi = x[i], wi = w[i];
+            SQAT_LANES for (int t = 0; t < kWindow; ++t) {
+                const float l = lv[i * kWindow + t];
+                float diff = this_scale[t] * l + this_min[t] - xi;
                 diff = use_mad ? fabsf(diff) : diff * diff;
-                const float w = weights ? weights[i] : x[i] * x[i];
-                cur_error += w * diff;
-            }
-            if (cur_error < best_error) {
-                for (int i = 0; i < n; ++i) L[i] = Laux[i];
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
+                cur_error[t] += wi * diff;
             }
         }
+        int next = start + kWindow;
+        for (int t = 0; t < kWindow && start + t <= nstep; ++t) {
+            if (D[t] > 0 && cur_error[t] < best_error) {
+                best_error = cur_error[t];
+                scale = this_scale[t];
+                l_iscale = isc[t];
+                l_min = min;
+                // Only the offset's value matters to later trials (x - min and max - min are the same
+                // for +0 and -0 here), but its bits are what is returned.
+                const bool moved = this_min[t] != min;
+                min = this_min[t];
+                if (moved) {
+                    next = start + t + 1;
+                    break;
+                }
+            }
+        }
+        start = next;
     }
+    for (int i = 0; i < n; ++i) L[i] = (uint8_t)qkx_level(l_iscale * (x[i] - l_min), nmax);
     *the_min = -min;
     return scale;
+}
+
+// ggml's make_qkx2_quants (weights non-null), the Q4_K/Q5_K reference-path search.  With non-null
+// weights it is make_qkx3_quants: the only difference, `max == min` against `max <= min` as the
+// degenerate test, cannot show, since min <= 0 and min <= max unless a NaN makes both tests false.
+SQAT_HD float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
+                               float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
+                               bool use_mad) {
+    return make_qkx3_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
+}
+
+// make_qkx2_quants / make_qkx3_quants (non-null weights) on G independent groups of N values side by
+// side: group g in lane g, every lane running exactly upstream's sequence (its own min/max scan from its
+// first value, its own moving offset, every sum sequential over i), with the branches turned into
+// per-lane selects.  Lanes that take an early exit keep computing, on garbage, and are masked out at
+// the end.
+// Layout: value i of group g at x[i*G + g] (likewise weights and L).  Writes scale[g] and the_min[g].
+// Levels are floats inside (exact small integers), so that one element width lets the compiler
+// vectorise across the lanes; the final levels are recomputed from the inverse scale and offset of the
+// last accepted trial (the same arithmetic that produced them) instead of being copied per trial.
+template <int N, int G>
+SQAT_HD void make_qkx_quants_lanes(int nmax, const float* x, const float* weights, uint8_t* L, float* scale,
+                                   float* the_min, float rmin, float rdelta, int nstep, bool use_mad) {
+    float min[G], max[G], sum_w[G], sum_x[G];
+    SQAT_LANES for (int g = 0; g < G; ++g) {
+        min[g] = max[g] = x[g];
+        sum_w[g] = weights[g];
+        sum_x[g] = sum_w[g] * x[g];
+    }
+    for (int i = 1; i < N; ++i) {
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            const float v = x[i * G + g];
+            min[g] = v < min[g] ? v : min[g];
+            max[g] = v > max[g] ? v : max[g];
+            const float w = weights[i * G + g];
+            sum_w[g] += w;
+            sum_x[g] += w * v;
+        }
+    }
+    // s, m: current scale and offset; l_iscale, l_min: what the current levels were computed from.
+    float iscale[G], best_error[G], s[G], m[G], l_iscale[G], l_min[G];
+    int flat[G];
+    SQAT_LANES for (int g = 0; g < G; ++g) {
+        m[g] = min[g] > 0 ? 0.0f : min[g];
+        flat[g] = max[g] == m[g];
+        iscale[g] = (float)nmax / (max[g] - m[g]);
+        s[g] = 1 / iscale[g];
+        best_error[g] = 0;
+        l_iscale[g] = iscale[g];
+        l_min[g] = m[g];
+    }
+    for (int i = 0; i < N; ++i) {
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            const float v = x[i * G + g];
+            int l = nearest_int(iscale[g] * (v - m[g]));
+            l = l < nmax ? l : nmax;
+            l = l > 0 ? l : 0;
+            float diff = s[g] * (float)l + m[g] - v;
+            diff = use_mad ? fabsf(diff) : diff * diff;
+            best_error[g] += weights[i * G + g] * diff;
+        }
+    }
+    float Laux[N * G];
+    for (int is = 0; nstep >= 1 && is <= nstep; ++is) {
+        float sum_l[G], sum_l2[G], sum_xl[G];
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            iscale[g] = (rmin + rdelta * (float)is + (float)nmax) / (max[g] - m[g]);
+            sum_l[g] = sum_l2[g] = sum_xl[g] = 0;
+        }
+        for (int i = 0; i < N; ++i) {
+            SQAT_LANES for (int g = 0; g < G; ++g) {
+                const float v = x[i * G + g];
+                int l = nearest_int(iscale[g] * (v - m[g]));
+                l = l < nmax ? l : nmax;
+                l = l > 0 ? l : 0;
+                const float lf = (float)l;
+                Laux[i * G + g] = lf;
+                const float w = weights[i * G + g];
+                sum_l[g] += w * lf;
+                sum_l2[g] += w * lf * lf;
+                sum_xl[g] += w * lf * v;
+            }
+        }
+        float this_scale[G], this_min[G], cur_error[G], D[G];
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            D[g] = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
+            float ts = (sum_w[g] * sum_xl[g] - sum_x[g] * sum_l[g]) / D[g];
+            float tm = (sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g]) / D[g];
+            const bool positive = tm > 0;
+            ts = positive ? sum_xl[g] / sum_l2[g] : ts;
+            tm = positive ? 0.0f : tm;
+            this_scale[g] = ts;
+            this_min[g] = tm;
+            cur_error[g] = 0;
+        }
+        for (int i = 0; i < N; ++i) {
+            SQAT_LANES for (int g = 0; g < G; ++g) {
+                float diff = this_scale[g] * Laux[i * G + g] + this_min[g] - x[i * G + g];
+                diff = use_mad ? fabsf(diff) : diff * diff;
+                cur_error[g] += weights[i * G + g] * diff;
+            }
+        }
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            const bool accept = D[g] > 0 && !flat[g] && cur_error[g] < best_error[g];
+            best_error[g] = accept ? cur_error[g] : best_error[g];
+            l_iscale[g] = accept ? iscale[g] : l_iscale[g];
+            l_min[g] = accept ? m[g] : l_min[g];
+            s[g] = accept ? this_scale[g] : s[g];
+            m[g] = accept ? this_min[g] : m[g];
+        }
+    }
+    SQAT_LANES for (int g = 0; g < G; ++g) {
+        scale[g] = flat[g] ? 0.0f : s[g];
+        the_min[g] = -m[g];
+    }
+    for (int i = 0; i < N; ++i) {
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            int l = nearest_int(l_iscale[g] * (x[i * G + g] - l_min[g]));
+            l = l < nmax ? l : nmax;
+            l = l > 0 ? l : 0;
+            L[i * G + g] = (uint8_t)(flat[g] ? 0 : l);
+        }
+    }
 }
 
 // Weight used by make_qx_quants when no explicit weights are given.
@@ -173,72 +320,84 @@ SQAT_HD float qx_default_weight(int rmse_type, float x) {
     return rmse_type == 1 ? x * x : rmse_type == 2 ? 1.0f : rmse_type == 3 ? fabsf(x) : sqrtf(fabsf(x));
 }
 
+// Level of v for make_qx_quants: nearest_int clamped to [-nmax, nmax - 1].
+SQAT_HD int qx_level(float v, int nmax) {
+    int l = nearest_int(v);
+    l = l < nmax - 1 ? l : nmax - 1;
+    return l > -nmax ? l : -nmax;
+}
+
 // Symmetric search: the largest-magnitude value maps to -nmax.  Writes L[i] = level + nmax
 // (0..2*nmax-1) and returns the signed scale.  rmse_type 0 = plain rounding, < 0 = one
 // weighted pass then return, otherwise 18 extra trial scales.  qw may be nullptr.
 SQAT_HD float make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rmse_type, const float* qw) {
     float max = 0;
-    float amax = 0;
-    for (int i = 0; i < n; ++i) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) { amax = ax; max = x[i]; }
+    if (n == 16 || n == 32) {
+        max = n == 16 ? scan_signed_absmax<16>(x) : scan_signed_absmax<32>(x);
+    } else {
+        float amax = 0;
+        for (int i = 0; i < n; ++i) {
+            const float ax = fabsf(x[i]);
+            if (ax > amax) { amax = ax; max = x[i]; }
+        }
     }
-    if (amax < GROUP_MAX_EPS) {
+    if (fabsf(max) < GROUP_MAX_EPS) {
         for (int i = 0; i < n; ++i) L[i] = 0;
         return 0.f;
     }
     float iscale = (float)(-nmax) / max;
     if (rmse_type == 0) {
-        for (int i = 0; i < n; ++i) {
-            int l = nearest_int(iscale * x[i]);
-            l = l < nmax - 1 ? l : nmax - 1;
-            l = l > -nmax ? l : -nmax;
-            L[i] = (int8_t)(nmax + l);
-        }
+        for (int i = 0; i < n; ++i) L[i] = (int8_t)(nmax + qx_level(iscale * x[i], nmax));
         return 1 / iscale;
     }
-    bool return_early = false;
     if (rmse_type < 0) {
         rmse_type = -rmse_type;
-        return_early = true;
-    }
-    float sumlx = 0;
-    float suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = nearest_int(iscale * x[i]);
-        l = l < nmax - 1 ? l : nmax - 1;
-        l = l > -nmax ? l : -nmax;
-        L[i] = (int8_t)(l + nmax);
-        const float w = qw ? qw[i] : qx_default_weight(rmse_type, x[i]);
-        sumlx += w * x[i] * (float)l;
-        suml2 += w * (float)l * (float)l;
-    }
-    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-    if (return_early) return suml2 > 0 ? 0.5f * (scale + 1 / iscale) : 1 / iscale;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; ++is) {
-        if (is == 0) continue;
-        iscale = -((float)nmax + 0.1f * (float)is) / max;
-        sumlx = suml2 = 0;
+        float sumlx = 0;
+        float suml2 = 0;
         for (int i = 0; i < n; ++i) {
-            int l = nearest_int(iscale * x[i]);
-            l = l < nmax - 1 ? l : nmax - 1;
-            l = l > -nmax ? l : -nmax;
+            const int l = qx_level(iscale * x[i], nmax);
+            L[i] = (int8_t)(l + nmax);
             const float w = qw ? qw[i] : qx_default_weight(rmse_type, x[i]);
             sumlx += w * x[i] * (float)l;
             suml2 += w * (float)l * (float)l;
         }
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; ++i) {
-                int l = nearest_int(iscale * x[i]);
-                l = l < nmax - 1 ? l : nmax - 1;
-                l = l > -nmax ? l : -nmax;
-                L[i] = (int8_t)(nmax + l);
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
+        const float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+        return suml2 > 0 ? 0.5f * (scale + 1 / iscale) : 1 / iscale;
+    }
+    // The first pass and the 18 trial scales -(nmax + 0.1*is)/max (is = -9..9, is != 0) are independent
+    // until the final pick, so their sums run side by side: trial t in lane t (lane 0 = the first pass),
+    // each sum still sequential over i.  The pick then walks the trials in upstream's order, and the
+    // levels are recomputed once, from the winning inverse scale.
+    constexpr int kTrials = 20;  // 19 used; lane 19 repeats lane 0 and is ignored
+    float is_scale[kTrials];
+    is_scale[0] = is_scale[kTrials - 1] = iscale;
+    for (int t = 1; t < kTrials - 1; ++t) {
+        const int is = t <= 9 ? t - 10 : t - 9;
+        is_scale[t] = -((float)nmax + 0.1f * (float)is) / max;
+    }
+    float sumlx[kTrials], suml2[kTrials];
+    for (int t = 0; t < kTrials; ++t) sumlx[t] = suml2[t] = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        const float xi = x[i];
+        const float w = qw ? qw[i] : qx_default_weight(rmse_type, xi);
+        const float wx = w * xi;
+        for (int t = 0; t < kTrials; ++t) {
+            const float l = (float)qx_level(is_scale[t] * xi, nmax);
+            sumlx[t] += wx * l;
+            suml2[t] += w * l * l;
         }
     }
+    float scale = suml2[0] != 0.0f ? sumlx[0] / suml2[0] : 0.0f;
+    float best = scale * sumlx[0];
+    int pick = 0;
+    for (int t = 1; t < kTrials - 1; ++t) {
+        if (suml2[t] > 0 && sumlx[t] * sumlx[t] > best * suml2[t]) {
+            scale = sumlx[t] / suml2[t];
+            best = scale * sumlx[t];
+            pick = t;
+        }
+    }
+    for (int i = 0; i < n; ++i) L[i] = (int8_t)(nmax + qx_level(is_scale[pick] * x[i], nmax));
     return scale;
 }
 
