@@ -57,6 +57,23 @@ U8Array quantize(const F32Array& x, int type, const std::optional<F32Array>& ima
     return out;
 }
 
+F32Array fake_quant(const F32Array& x, int type, const std::optional<F32Array>& imatrix, int threads) {
+    require_2d(x, "x");
+    const int64_t nrows = x.shape(0), n = x.shape(1);
+    checked_geometry(type, n);
+    const float* qw = checked_imatrix(imatrix, n);
+    F32Array out({nrows, n});
+    int64_t bad;
+    {
+        py::gil_scoped_release nogil;
+        bad = sqat::cpu::fake_quant_rows(type, x.data(), nrows, n, qw, out.mutable_data(), threads);
+    }
+    if (bad >= 0)
+        throw py::value_error("non-finite value at row " + std::to_string(bad / n) + ", column " +
+                              std::to_string(bad % n));
+    return out;
+}
+
 F32Array dequantize(const U8Array& data, int type, int64_t n_per_row, int threads) {
     require_2d(data, "data");
     const sqat::Geometry g = checked_geometry(type, n_per_row);
@@ -83,6 +100,21 @@ U8Array emulate_cuda_quantize(const F32Array& x, int type, const std::optional<F
     {
         py::gil_scoped_release nogil;
         sqat::cuda::emulate_quantize(a, sigma2.data(), grid, block);
+    }
+    return out;
+}
+
+F32Array emulate_cuda_fake_quant(const F32Array& x, int type, const std::optional<F32Array>& imatrix, int64_t grid,
+                                 int64_t block) {
+    require_2d(x, "x");
+    const int64_t nrows = x.shape(0), n = x.shape(1);
+    checked_geometry(type, n);
+    F32Array out({nrows, n});
+    std::vector<float> sigma2(static_cast<size_t>(nrows));
+    const sqat::QuantizeArgs a{type, x.data(), checked_imatrix(imatrix, n), nullptr, nullptr, nrows, n};
+    {
+        py::gil_scoped_release nogil;
+        sqat::cuda::emulate_fake_quant(a, sigma2.data(), out.mutable_data(), grid, block);
     }
     return out;
 }
@@ -119,12 +151,17 @@ PYBIND11_MODULE(_C, m) {
 
     m.def("quantize", &quantize, py::arg("x"), py::arg("type"), py::arg("imatrix") = py::none(),
           py::arg("threads") = 1, "float32 [nrows, n] -> uint8 [nrows, row_bytes] on the CPU.");
+    m.def("fake_quant", &fake_quant, py::arg("x"), py::arg("type"), py::arg("imatrix") = py::none(),
+          py::arg("threads") = 1, "float32 [nrows, n] -> float32 dequantize(quantize(x)), fused, on the CPU.");
     m.def("dequantize", &dequantize, py::arg("data"), py::arg("type"), py::arg("n_per_row"), py::arg("threads") = 1,
           "uint8 [nrows, row_bytes] -> float32 [nrows, n_per_row] on the CPU.");
 
     m.def("emulate_cuda_quantize", &emulate_cuda_quantize, py::arg("x"), py::arg("type"),
           py::arg("imatrix") = py::none(), py::arg("grid") = 0, py::arg("block") = 0,
           "Run the CUDA quantize kernel bodies over a grid on the host (grid <= 0: the real launch shape).");
+    m.def("emulate_cuda_fake_quant", &emulate_cuda_fake_quant, py::arg("x"), py::arg("type"),
+          py::arg("imatrix") = py::none(), py::arg("grid") = 0, py::arg("block") = 0,
+          "Run the CUDA fake-quant kernel bodies over a grid on the host.");
     m.def("emulate_cuda_dequantize", &emulate_cuda_dequantize, py::arg("data"), py::arg("type"),
           py::arg("n_per_row"), py::arg("grid") = 0, py::arg("block") = 0,
           "Run the CUDA dequantize kernel bodies over a grid on the host.");
@@ -138,6 +175,13 @@ PYBIND11_MODULE(_C, m) {
         sqat::cuda::quantize(type, x, nrows, n, imatrix, scratch, y, stream);
     }, py::arg("type"), py::arg("x"), py::arg("nrows"), py::arg("n_per_row"), py::arg("imatrix"),
        py::arg("sigma2_scratch"), py::arg("y"), py::arg("stream"), "Launch the quantize kernel on device pointers.");
+    m.def("cuda_fake_quant", [](int type, uintptr_t x, int64_t nrows, int64_t n, uintptr_t imatrix,
+                                uintptr_t scratch, uintptr_t out, uintptr_t stream) {
+        checked_geometry(type, n);
+        py::gil_scoped_release nogil;
+        sqat::cuda::fake_quant(type, x, nrows, n, imatrix, scratch, out, stream);
+    }, py::arg("type"), py::arg("x"), py::arg("nrows"), py::arg("n_per_row"), py::arg("imatrix"),
+       py::arg("sigma2_scratch"), py::arg("out"), py::arg("stream"), "Launch the fake-quant kernel on device pointers.");
     m.def("cuda_dequantize", [](int type, uintptr_t y, int64_t nrows, int64_t n, uintptr_t x, uintptr_t stream) {
         checked_geometry(type, n);
         py::gil_scoped_release nogil;

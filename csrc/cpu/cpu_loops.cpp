@@ -176,8 +176,9 @@ inline int first_nonfinite(const float* x, int n) {
 // One instantiation per type so the format switch folds away inside the hot loop.  Rows are
 // contiguous, so the input and output pointers simply advance block by block; only the column
 // (imatrix offset) and the row (sigma2) are tracked.
-template <int T>
-int64_t quantize_range(const QuantizeArgs& a, int64_t b0, int64_t b1) {
+// kFake: write dequantize(quantize(x)) as floats to `fake_out` instead of the packed bytes to a.y.
+template <int T, bool kFake>
+int64_t encode_range(const QuantizeArgs& a, float* fake_out, int64_t b0, int64_t b1) {
     const Geometry geo = geometry(T);
     if constexpr (T == kF32 || T == kF16 || T == kBF16) {  // one value per "block"
         // Plain float conversions run as one tight (vectorised) loop per chunk of values, with the
@@ -190,7 +191,11 @@ int64_t quantize_range(const QuantizeArgs& a, int64_t b0, int64_t b1) {
             uint32_t acc = 0;
             for (int i = 0; i < n; ++i) {
                 acc |= nonfinite_bit(xc[i]);
-                if constexpr (T == kF32) {
+                if constexpr (kFake) {
+                    fake_out[c0 + i] = T == kF32   ? xc[i]
+                                       : T == kF16 ? fp16_to_fp32(fp32_to_fp16(xc[i]))
+                                                   : bf16_to_fp32(fp32_to_bf16(xc[i]));
+                } else if constexpr (T == kF32) {
                     memcpy(yc + 4 * i, xc + i, 4);
                 } else if constexpr (kLittleEndian) {
                     // a whole uint16 per value: byte-wise stores would defeat the vectoriser
@@ -212,7 +217,11 @@ int64_t quantize_range(const QuantizeArgs& a, int64_t b0, int64_t b1) {
         if (!all_finite(xb, geo.block_size)) return (xb - a.x) + first_nonfinite(xb, geo.block_size);
         const float* qw = a.imatrix ? a.imatrix + col : nullptr;
         const float s2 = a.row_sigma2 ? a.row_sigma2[row] : 0.0f;
-        quantize_block(T, xb, qw, s2, yb);
+        if constexpr (kFake) {
+            fake_quant_block(T, xb, qw, s2, fake_out + (xb - a.x));
+        } else {
+            quantize_block(T, xb, qw, s2, yb);
+        }
         xb += geo.block_size;
         yb += geo.type_size;
         col += geo.block_size;
@@ -233,11 +242,13 @@ void dequantize_range(const DequantizeArgs& a, int64_t b0, int64_t b1) {
     for (int64_t i = b0; i < b1; ++i, yb += geo.type_size, xb += geo.block_size) dequantize_block(T, yb, xb);
 }
 
-using QuantizeRange = int64_t (*)(const QuantizeArgs&, int64_t, int64_t);
+using QuantizeRange = int64_t (*)(const QuantizeArgs&, float*, int64_t, int64_t);
 using DequantizeRange = void (*)(const DequantizeArgs&, int64_t, int64_t);
 
 template <int T>
-constexpr QuantizeRange q_entry() { return &quantize_range<T>; }
+constexpr QuantizeRange q_entry() { return &encode_range<T, false>; }
+template <int T>
+constexpr QuantizeRange fq_entry() { return &encode_range<T, true>; }
 template <int T>
 constexpr DequantizeRange dq_entry() { return &dequantize_range<T>; }
 
@@ -247,6 +258,15 @@ constexpr DequantizeRange dq_entry() { return &dequantize_range<T>; }
 QuantizeRange quantize_range_for(int type) {
     switch (type) {
 #define SQAT_CASE(T) case T: return q_entry<T>();
+        SQAT_FOR_EACH_TYPE(SQAT_CASE)
+#undef SQAT_CASE
+        default: return nullptr;
+    }
+}
+
+QuantizeRange fake_quant_range_for(int type) {
+    switch (type) {
+#define SQAT_CASE(T) case T: return fq_entry<T>();
         SQAT_FOR_EACH_TYPE(SQAT_CASE)
 #undef SQAT_CASE
         default: return nullptr;
@@ -264,16 +284,22 @@ DequantizeRange dequantize_range_for(int type) {
 
 }  // namespace
 
-int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
-                      uint8_t* y, int nthreads) {
+namespace {
+
+// Shared driver of quantize_rows and fake_quant_rows: exactly one of y / fake_out is non-null.
+int64_t encode_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix, uint8_t* y,
+                    float* fake_out, int nthreads) {
     const Geometry g = geometry(type);
-    const QuantizeRange run = quantize_range_for(type);
+    const QuantizeRange run = fake_out ? fake_quant_range_for(type) : quantize_range_for(type);
     if (run == nullptr || g.block_size == 0 || nrows == 0 || n_per_row == 0) return -1;
 
     // Plain float conversions have no use for an importance matrix.
     if (type == kF32 || type == kF16 || type == kBF16) imatrix = nullptr;
     std::vector<float> sigma2;
-    QuantizeArgs a{type, x, imatrix, nullptr, y, nrows, n_per_row};
+    // The fake-quant path never writes through a.y; pointing it at the float output (at least as many
+    // bytes as any packed form) keeps the shared pointer arithmetic inside a real buffer.
+    uint8_t* packed = fake_out ? reinterpret_cast<uint8_t*>(fake_out) : y;
+    QuantizeArgs a{type, x, imatrix, nullptr, packed, nrows, n_per_row};
     if (imatrix != nullptr && uses_row_sigma2(type)) {
         // Rows with a non-finite value get a garbage sigma2 here; they are rejected below anyway.
         sigma2.resize(static_cast<size_t>(nrows));
@@ -289,7 +315,7 @@ int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row
     std::atomic<int64_t> first_bad{INT64_MAX};
     parallel_chunks(total, g.block_size, nthreads, [&](int64_t b0, int64_t b1) {
         if (b0 * g.block_size > first_bad.load(std::memory_order_relaxed)) return;
-        const int64_t bad = run(a, b0, b1);
+        const int64_t bad = run(a, fake_out, b0, b1);
         if (bad < 0) return;
         int64_t cur = first_bad.load(std::memory_order_relaxed);
         while (bad < cur && !first_bad.compare_exchange_weak(cur, bad, std::memory_order_relaxed)) {
@@ -297,6 +323,18 @@ int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row
     });
     const int64_t bad = first_bad.load();
     return bad == INT64_MAX ? -1 : bad;
+}
+
+}  // namespace
+
+int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
+                      uint8_t* y, int nthreads) {
+    return encode_rows(type, x, nrows, n_per_row, imatrix, y, nullptr, nthreads);
+}
+
+int64_t fake_quant_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
+                        float* out, int nthreads) {
+    return encode_rows(type, x, nrows, n_per_row, imatrix, nullptr, out, nthreads);
 }
 
 void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_row, float* x, int nthreads) {

@@ -12,6 +12,11 @@ namespace sqat::cpu {
 int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
                       uint8_t* y, int nthreads);
 
+// Fake-quantize nrows x n_per_row floats: out receives what dequantize(quantize(x)) would give,
+// without the packed bytes ever being stored.  Same return convention as quantize_rows.
+int64_t fake_quant_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
+                        float* out, int nthreads);
+
 // Dequantize packed rows into nrows x n_per_row floats.
 void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_row, float* x, int nthreads);
 

@@ -11,6 +11,9 @@ int device_count() { return 0; }
 void quantize(int, uintptr_t, int64_t, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t) {
     throw std::runtime_error("sqat_kernels was built without CUDA support");
 }
+void fake_quant(int, uintptr_t, int64_t, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t) {
+    throw std::runtime_error("sqat_kernels was built without CUDA support");
+}
 void dequantize(int, uintptr_t, int64_t, int64_t, uintptr_t, uintptr_t) {
     throw std::runtime_error("sqat_kernels was built without CUDA support");
 }

@@ -19,6 +19,20 @@ def dequantize(
 ) -> npt.NDArray[np.float32]:
     """uint8 [nrows, row_bytes] (C-contiguous) -> float32 [nrows, n_per_row]."""
 
+def fake_quant(
+    x: npt.NDArray[np.float32], type: int, imatrix: npt.NDArray[np.float32] | None = None, threads: int = 1
+) -> npt.NDArray[np.float32]:
+    """float32 [nrows, n] -> float32 dequantize(quantize(x)), fused; ValueError on NaN/Inf."""
+
+def emulate_cuda_fake_quant(
+    x: npt.NDArray[np.float32],
+    type: int,
+    imatrix: npt.NDArray[np.float32] | None = None,
+    grid: int = 0,
+    block: int = 0,
+) -> npt.NDArray[np.float32]:
+    """Run the CUDA fake-quant kernel bodies over a grid on the host."""
+
 def emulate_cuda_quantize(
     x: npt.NDArray[np.float32],
     type: int,
@@ -43,6 +57,11 @@ def cuda_quantize(
     type: int, x: int, nrows: int, n_per_row: int, imatrix: int, sigma2_scratch: int, y: int, stream: int
 ) -> None:
     """Launch the quantize kernel on device pointers (integers)."""
+
+def cuda_fake_quant(
+    type: int, x: int, nrows: int, n_per_row: int, imatrix: int, sigma2_scratch: int, out: int, stream: int
+) -> None:
+    """Launch the fake-quant kernel on device pointers (integers)."""
 
 def cuda_dequantize(type: int, y: int, nrows: int, n_per_row: int, x: int, stream: int) -> None:
     """Launch the dequantize kernel on device pointers (integers)."""

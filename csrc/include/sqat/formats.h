@@ -10,6 +10,9 @@
 
 namespace sqat {
 
+// Largest block of any supported type, in bytes (Q6_K).
+constexpr int kMaxTypeSize = 210;
+
 struct Geometry {
     int block_size;  // values per block (1 for plain float types)
     int type_size;   // bytes per block
@@ -78,6 +81,14 @@ SQAT_HD void dequantize_block(int type, const uint8_t* y, float* x) {
         case kIQ4_XS: dequantize_block_iq4_xs(y, x); break;
         default: break;
     }
+}
+
+// Fake-quantize one block: the values llama.cpp would decode from this block's quantization.  The
+// packed bytes live only in a local buffer (registers / stack), never in memory the caller sees.
+SQAT_HD void fake_quant_block(int type, const float* x, const float* qw, float row_sigma2, float* out) {
+    uint8_t packed[kMaxTypeSize];
+    quantize_block(type, x, qw, row_sigma2, packed);
+    dequantize_block(type, packed, out);
 }
 
 }  // namespace sqat

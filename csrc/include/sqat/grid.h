@@ -76,6 +76,20 @@ SQAT_HD void quantize_body(const QuantizeArgs& a, GridPos p) {
     }
 }
 
+// One thread per block: quantize and dequantize in place of the block, writing floats to `out`
+// ([nrows, n_per_row]); a.y is unused.
+SQAT_HD void fake_quant_body(const QuantizeArgs& a, float* out, GridPos p) {
+    const Geometry g = geometry(a.type);
+    const int64_t total = a.nrows * (a.n_per_row / g.block_size);
+    const bool need_sigma2 = a.imatrix != nullptr && uses_row_sigma2(a.type);
+    for (int64_t i = p.first(); i < total; i += p.stride()) {
+        const BlockLocation loc = locate_block(i, a.n_per_row, g);
+        const float* qw = a.imatrix ? a.imatrix + loc.col : nullptr;
+        const float s2 = need_sigma2 ? a.row_sigma2[loc.row] : 0.0f;
+        fake_quant_block(a.type, a.x + loc.x_offset, qw, s2, out + loc.x_offset);
+    }
+}
+
 SQAT_HD void dequantize_body(const DequantizeArgs& a, GridPos p) {
     const Geometry g = geometry(a.type);
     const int64_t total = a.nrows * (a.n_per_row / g.block_size);

@@ -52,3 +52,17 @@ def dequantize(data2d: torch.Tensor, fmt: QuantFormat, n_per_row: int) -> torch.
         stream = torch.cuda.current_stream(data2d.device).cuda_stream
         _C.cuda_dequantize(fmt.type_id, data2d.data_ptr(), rows, n_per_row, out.data_ptr(), stream)
     return out
+
+
+def fake_quant(x2d: torch.Tensor, fmt: QuantFormat, imatrix: torch.Tensor | None) -> torch.Tensor:
+    """float32 [rows, n] (CUDA, contiguous, finite) -> float32 dequantize(quantize(x)) on the same device."""
+    _require_cuda()
+    rows, n = x2d.shape
+    out = torch.empty((rows, n), dtype=torch.float32, device=x2d.device)
+    im = None if imatrix is None else imatrix.to(device=x2d.device, dtype=torch.float32).contiguous()
+    scratch = torch.empty((max(rows, 1),), dtype=torch.float32, device=x2d.device)
+    with torch.cuda.device(x2d.device):
+        stream = torch.cuda.current_stream(x2d.device).cuda_stream
+        _C.cuda_fake_quant(fmt.type_id, x2d.data_ptr(), rows, n, 0 if im is None else im.data_ptr(),
+                           scratch.data_ptr(), out.data_ptr(), stream)
+    return out

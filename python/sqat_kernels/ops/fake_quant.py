@@ -1,0 +1,129 @@
+"""``sqat::fake_quant``: the weight llama.cpp will dequantize, computed in one fused pass per block.
+
+Forward: ``dequantize(quantize(w))`` with the packed bytes kept in registers (native CPU loops or CUDA
+kernels).  Backward: straight-through (the gradient passes unchanged).  Registered with
+``torch.library.custom_op`` plus a fake (meta) implementation, so it works under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..backends.native import _C, cuda_compiled, default_threads
+from ..formats import QuantFormat, get_format
+
+#: Straight-through estimators implemented so far.
+STE_VARIANTS: tuple[str, ...] = ("identity",)
+
+# llama-quantize's replacement type when a row length does not split into the chosen type's blocks.
+_LLAMA_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL"}
+
+
+def _row_length_error(fmt: QuantFormat, n: int) -> ValueError:
+    fallback = _LLAMA_FALLBACK.get(fmt.name)
+    hint = ""
+    if fallback is not None and n % get_format(fallback).block_size == 0:
+        hint = f"; llama-quantize would store such a tensor as {fallback}"
+    elif n % 32 != 0:
+        hint = "; llama-quantize would store such a tensor as F16"
+    return ValueError(
+        f"{fmt.name} packs blocks of {fmt.block_size} values along the last dimension; "
+        f"a row length of {n} is not a multiple of {fmt.block_size}{hint}"
+    )
+
+
+def _nonfinite_error(fmt: QuantFormat, row: int, col: int) -> ValueError:
+    return ValueError(
+        f"cannot fake-quantize to {fmt.name}: non-finite weight at row {row}, column {col} "
+        "(did training diverge?)"
+    )
+
+
+@torch.library.custom_op("sqat::fake_quant", mutates_args=())
+def _fake_quant_op(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None) -> torch.Tensor:
+    fmt = get_format(qtype)
+    n = w.shape[-1]
+    rows = math.prod(w.shape[:-1])
+    x2d = w.detach().reshape(rows, n).to(torch.float32).contiguous()
+    if w.is_cuda:
+        from ..backends import cuda
+
+        bad = cuda.first_nonfinite(x2d)
+        if bad is not None:
+            raise _nonfinite_error(fmt, *bad)
+        return cuda.fake_quant(x2d, fmt, imatrix).reshape(w.shape)
+    im = None if imatrix is None else imatrix.detach().to("cpu", torch.float32).contiguous().numpy()
+    try:
+        out = _C.fake_quant(x2d.numpy(), fmt.type_id, im, default_threads())
+    except ValueError as e:
+        raise ValueError(f"cannot fake-quantize to {fmt.name}: {e}") from None
+    return torch.from_numpy(out).reshape(w.shape)
+
+
+@_fake_quant_op.register_fake
+def _(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None) -> torch.Tensor:
+    return torch.empty(w.shape, dtype=torch.float32, device=w.device)
+
+
+def _setup_context(ctx: object, inputs: tuple, output: torch.Tensor) -> None:
+    ctx.w_dtype = inputs[0].dtype  # type: ignore[attr-defined]
+
+
+def _backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    # Straight-through: d fake_quant(w) / dw := identity.
+    return grad.to(ctx.w_dtype), None, None  # type: ignore[attr-defined]
+
+
+_fake_quant_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def fake_quant(
+    w: torch.Tensor, qtype: str | QuantFormat, imatrix: torch.Tensor | None = None, ste: str = "identity"
+) -> torch.Tensor:
+    """Fake-quantize ``w`` to exactly the values llama.cpp decodes from its GGUF ``qtype`` quantization.
+
+    Args:
+        w: weights ``[..., n]`` (float32, float16 or bfloat16; CPU, or CUDA with a CUDA build); blocks run
+            along the last dimension (GGUF ne0, a linear layer's input features).  fp16/bf16 are widened
+            exactly to fp32 first.
+        qtype: GGUF type name (``"Q4_K"``, ``"Q8_0"``, ``"F16"``, ... see ``SUPPORTED_TYPES``).
+        imatrix: optional importance weights ``[n]`` (float), used where llama.cpp uses them.
+        ste: backward rule; ``"identity"`` passes the gradient unchanged.
+
+    Returns:
+        float32 tensor of ``w``'s shape and device, bit-identical to
+        ``dequantize(quantize(w, qtype, imatrix), qtype, w.shape)``.
+
+    Raises:
+        ValueError: unknown type or STE, a row length that does not split into blocks (names llama-quantize's
+            fallback type), NaN/Inf in ``w`` or the imatrix, imatrix of the wrong length.
+        TypeError: ``w`` is not a float32/float16/bfloat16 tensor, or is 0-d.
+    """
+    fmt = get_format(qtype)
+    if not isinstance(w, torch.Tensor) or w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        got = w.dtype if isinstance(w, torch.Tensor) else type(w).__name__
+        raise TypeError(f"fake_quant expects a float32, float16 or bfloat16 tensor, got {got}")
+    if w.dim() == 0:
+        raise TypeError("fake_quant expects a tensor with at least one dimension")
+    if ste not in STE_VARIANTS:
+        raise ValueError(f"unsupported ste {ste!r}; supported: {', '.join(STE_VARIANTS)}")
+    n = w.shape[-1]
+    if n % fmt.block_size != 0:
+        raise _row_length_error(fmt, n)
+    if w.is_cuda and not cuda_compiled():
+        raise RuntimeError("sqat_kernels was built without CUDA kernels; cannot fake-quantize a CUDA tensor")
+    if imatrix is not None:
+        if not isinstance(imatrix, torch.Tensor):
+            imatrix = torch.as_tensor(imatrix)
+        if imatrix.dim() != 1 or imatrix.shape[0] != n:
+            raise ValueError(
+                f"imatrix must have shape [{n}] (one weight per column), got {tuple(imatrix.shape)}"
+            )
+        if not imatrix.is_floating_point():
+            raise TypeError(f"imatrix must be floating point, got {imatrix.dtype}")
+        if not bool(torch.isfinite(imatrix).all()):
+            raise ValueError("imatrix holds a non-finite value")
+        imatrix = imatrix.to(device=w.device, dtype=torch.float32)
+    return _fake_quant_op(w, fmt.name, imatrix)
