@@ -6,13 +6,20 @@ top-level modules; this directory is put on ``sys.path`` so that works under any
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+
+# Triton kernels run in Triton's interpreter on machines without a GPU.  The variable is read when the
+# kernels are defined, so it is set here, before any test module imports them.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:

@@ -82,8 +82,8 @@ def test_identity_ste_backward(qtype: str, dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("qtype", TYPES)
 def test_opcheck(qtype: str) -> None:
     w = weights((3, 512), seed=7).requires_grad_()
-    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, None))
-    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, torch.rand(512)))
+    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, None, "auto"))
+    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, torch.rand(512), "auto"))
 
 
 def test_compile_fullgraph_forward_backward() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType
 
+from .backends.finite import first_nonfinite
 from .backends.native import _C, default_threads
 from .formats import QuantFormat, get_format
 
@@ -125,7 +126,7 @@ def _quantize_tensor(x: Any, fmt: QuantFormat, imatrix: Any, threads: int | None
         from .backends import cuda
 
         im = _imatrix_array(imatrix, n)  # validates length and finiteness on the host
-        bad = cuda.first_nonfinite(x2d)
+        bad = first_nonfinite(x2d)
         if bad is not None:
             raise ValueError(
                 f"cannot quantize to {fmt.name}: non-finite value at row {bad[0]}, column {bad[1]}"

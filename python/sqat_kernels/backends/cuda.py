@@ -20,15 +20,6 @@ def _require_cuda() -> None:
         )
 
 
-def first_nonfinite(x2d: torch.Tensor) -> tuple[int, int] | None:
-    """(row, column) of the first NaN/Inf in a 2-D tensor, or None."""
-    bad = ~torch.isfinite(x2d)
-    if not bool(bad.any()):
-        return None
-    flat = int(bad.reshape(-1).nonzero()[0, 0])
-    return divmod(flat, x2d.shape[1])
-
-
 def quantize(x2d: torch.Tensor, fmt: QuantFormat, imatrix: torch.Tensor | None) -> torch.Tensor:
     """float32 [rows, n] (CUDA, contiguous, finite) -> uint8 [rows, row_bytes] on the same device."""
     _require_cuda()

@@ -11,11 +11,16 @@ import math
 
 import torch
 
+from ..backends.finite import first_nonfinite
 from ..backends.native import _C, cuda_compiled, default_threads
 from ..formats import QuantFormat, get_format
 
 #: Straight-through estimators implemented so far.
 STE_VARIANTS: tuple[str, ...] = ("identity",)
+
+#: Kernel families: "auto" = native C++ on CPU tensors, native CUDA on CUDA tensors; "triton" = the Triton
+#: kernels (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1); "native" = never Triton.
+BACKENDS: tuple[str, ...] = ("auto", "native", "triton")
 
 # llama-quantize's replacement type when a row length does not split into the chosen type's blocks.
 _LLAMA_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL"}
@@ -42,15 +47,23 @@ def _nonfinite_error(fmt: QuantFormat, row: int, col: int) -> ValueError:
 
 
 @torch.library.custom_op("sqat::fake_quant", mutates_args=())
-def _fake_quant_op(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None) -> torch.Tensor:
+def _fake_quant_op(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None, backend: str) -> torch.Tensor:
     fmt = get_format(qtype)
     n = w.shape[-1]
     rows = math.prod(w.shape[:-1])
     x2d = w.detach().reshape(rows, n).to(torch.float32).contiguous()
+    if backend == "triton":
+        from ..backends import triton as triton_kernels
+
+        bad = first_nonfinite(x2d)
+        if bad is not None:
+            raise _nonfinite_error(fmt, *bad)
+        im = None if imatrix is None else imatrix.to(device=w.device, dtype=torch.float32).contiguous()
+        return triton_kernels.fake_quant(x2d, fmt, im).reshape(w.shape)
     if w.is_cuda:
         from ..backends import cuda
 
-        bad = cuda.first_nonfinite(x2d)
+        bad = first_nonfinite(x2d)
         if bad is not None:
             raise _nonfinite_error(fmt, *bad)
         return cuda.fake_quant(x2d, fmt, imatrix).reshape(w.shape)
@@ -63,7 +76,7 @@ def _fake_quant_op(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None) ->
 
 
 @_fake_quant_op.register_fake
-def _(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None) -> torch.Tensor:
+def _(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None, backend: str) -> torch.Tensor:
     return torch.empty(w.shape, dtype=torch.float32, device=w.device)
 
 
@@ -71,16 +84,20 @@ def _setup_context(ctx: object, inputs: tuple, output: torch.Tensor) -> None:
     ctx.w_dtype = inputs[0].dtype  # type: ignore[attr-defined]
 
 
-def _backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+def _backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
     # Straight-through: d fake_quant(w) / dw := identity.
-    return grad.to(ctx.w_dtype), None, None  # type: ignore[attr-defined]
+    return grad.to(ctx.w_dtype), None, None, None  # type: ignore[attr-defined]
 
 
 _fake_quant_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def fake_quant(
-    w: torch.Tensor, qtype: str | QuantFormat, imatrix: torch.Tensor | None = None, ste: str = "identity"
+    w: torch.Tensor,
+    qtype: str | QuantFormat,
+    imatrix: torch.Tensor | None = None,
+    ste: str = "identity",
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Fake-quantize ``w`` to exactly the values llama.cpp decodes from its GGUF ``qtype`` quantization.
 
@@ -91,6 +108,8 @@ def fake_quant(
         qtype: GGUF type name (``"Q4_K"``, ``"Q8_0"``, ``"F16"``, ... see ``SUPPORTED_TYPES``).
         imatrix: optional importance weights ``[n]`` (float), used where llama.cpp uses them.
         ste: backward rule; ``"identity"`` passes the gradient unchanged.
+        backend: ``"auto"`` (native C++ for CPU tensors, native CUDA kernels for CUDA tensors), ``"native"``,
+            or ``"triton"`` (the Triton kernels; CPU tensors only under ``TRITON_INTERPRET=1``).
 
     Returns:
         float32 tensor of ``w``'s shape and device, bit-identical to
@@ -109,10 +128,12 @@ def fake_quant(
         raise TypeError("fake_quant expects a tensor with at least one dimension")
     if ste not in STE_VARIANTS:
         raise ValueError(f"unsupported ste {ste!r}; supported: {', '.join(STE_VARIANTS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unsupported backend {backend!r}; supported: {', '.join(BACKENDS)}")
     n = w.shape[-1]
     if n % fmt.block_size != 0:
         raise _row_length_error(fmt, n)
-    if w.is_cuda and not cuda_compiled():
+    if w.is_cuda and backend != "triton" and not cuda_compiled():
         raise RuntimeError("sqat_kernels was built without CUDA kernels; cannot fake-quantize a CUDA tensor")
     if imatrix is not None:
         if not isinstance(imatrix, torch.Tensor):
@@ -126,4 +147,4 @@ def fake_quant(
         if not bool(torch.isfinite(imatrix).all()):
             raise ValueError("imatrix holds a non-finite value")
         imatrix = imatrix.to(device=w.device, dtype=torch.float32)
-    return _fake_quant_op(w, fmt.name, imatrix)
+    return _fake_quant_op(w, fmt.name, imatrix, backend)

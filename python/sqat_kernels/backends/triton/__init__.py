@@ -1,0 +1,29 @@
+"""Triton kernels for fused fake quantization, one module per format family.
+
+Each module exposes ``fake_quant_<fmt>(x2d, imatrix) -> Tensor``: float32 ``[rows, n]`` contiguous in,
+float32 ``[rows, n]`` out on the same device, bit-identical to the native kernels.  Kernels are compiled
+with ``enable_fp_fusion=False`` (no FMA contraction); on machines without a GPU they run under
+``TRITON_INTERPRET=1``, which must be set before this package is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from ...formats import QuantFormat
+
+# format name -> module holding fake_quant_<name.lower()>
+_MODULE_OF = {
+    "F32": "floats", "F16": "floats", "BF16": "floats",
+    "Q8_0": "legacy", "Q4_0": "legacy", "Q4_1": "legacy", "Q5_0": "legacy", "Q5_1": "legacy",
+    "IQ4_NL": "legacy",
+    "Q4_K": "kquants", "Q5_K": "kquants", "Q6_K": "kquants", "IQ4_XS": "kquants",
+}
+
+
+def fake_quant(x2d: torch.Tensor, fmt: QuantFormat, imatrix: torch.Tensor | None) -> torch.Tensor:
+    """float32 [rows, n] (contiguous, finite) -> float32 dequantize(quantize(x)), by the Triton kernels."""
+    module = importlib.import_module(f"{__name__}.{_MODULE_OF[fmt.name]}")
+    return getattr(module, f"fake_quant_{fmt.name.lower()}")(x2d, imatrix)
