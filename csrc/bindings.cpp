@@ -74,6 +74,39 @@ F32Array fake_quant(const F32Array& x, int type, const std::optional<F32Array>& 
     return out;
 }
 
+F32Array clipped_grad(const F32Array& x, int type, const std::optional<F32Array>& imatrix, const F32Array& grad,
+                      int threads) {
+    require_2d(x, "x");
+    const int64_t nrows = x.shape(0), n = x.shape(1);
+    checked_geometry(type, n);
+    if (grad.ndim() != 2 || grad.shape(0) != nrows || grad.shape(1) != n)
+        throw py::value_error("grad must have the shape of x");
+    const float* qw = checked_imatrix(imatrix, n);
+    F32Array out({nrows, n});
+    {
+        py::gil_scoped_release nogil;
+        sqat::cpu::clipped_grad_rows(type, x.data(), nrows, n, qw, grad.data(), out.mutable_data(), threads);
+    }
+    return out;
+}
+
+F32Array emulate_cuda_clipped_grad(const F32Array& x, int type, const std::optional<F32Array>& imatrix,
+                                   const F32Array& grad, int64_t grid, int64_t block) {
+    require_2d(x, "x");
+    const int64_t nrows = x.shape(0), n = x.shape(1);
+    checked_geometry(type, n);
+    if (grad.ndim() != 2 || grad.shape(0) != nrows || grad.shape(1) != n)
+        throw py::value_error("grad must have the shape of x");
+    F32Array out({nrows, n});
+    std::vector<float> sigma2(static_cast<size_t>(nrows));
+    const sqat::QuantizeArgs a{type, x.data(), checked_imatrix(imatrix, n), nullptr, nullptr, nrows, n};
+    {
+        py::gil_scoped_release nogil;
+        sqat::cuda::emulate_clipped_grad(a, sigma2.data(), grad.data(), out.mutable_data(), grid, block);
+    }
+    return out;
+}
+
 F32Array dequantize(const U8Array& data, int type, int64_t n_per_row, int threads) {
     require_2d(data, "data");
     const sqat::Geometry g = checked_geometry(type, n_per_row);
@@ -153,6 +186,19 @@ PYBIND11_MODULE(_C, m) {
           py::arg("threads") = 1, "float32 [nrows, n] -> uint8 [nrows, row_bytes] on the CPU.");
     m.def("fake_quant", &fake_quant, py::arg("x"), py::arg("type"), py::arg("imatrix") = py::none(),
           py::arg("threads") = 1, "float32 [nrows, n] -> float32 dequantize(quantize(x)), fused, on the CPU.");
+    m.def("clipped_grad", &clipped_grad, py::arg("x"), py::arg("type"), py::arg("imatrix"), py::arg("grad"),
+          py::arg("threads") = 1, "Clipped STE: grad where x is representable by its quantized block, else 0.");
+    m.def("emulate_cuda_clipped_grad", &emulate_cuda_clipped_grad, py::arg("x"), py::arg("type"), py::arg("imatrix"),
+          py::arg("grad"), py::arg("grid") = 0, py::arg("block") = 0,
+          "Run the CUDA clipped-gradient kernel bodies over a grid on the host.");
+    m.def("cuda_clipped_grad", [](int type, uintptr_t x, int64_t nrows, int64_t n, uintptr_t imatrix,
+                                  uintptr_t scratch, uintptr_t grad, uintptr_t grad_out, uintptr_t stream) {
+        checked_geometry(type, n);
+        py::gil_scoped_release nogil;
+        sqat::cuda::clipped_grad(type, x, nrows, n, imatrix, scratch, grad, grad_out, stream);
+    }, py::arg("type"), py::arg("x"), py::arg("nrows"), py::arg("n_per_row"), py::arg("imatrix"),
+       py::arg("sigma2_scratch"), py::arg("grad"), py::arg("grad_out"), py::arg("stream"),
+       "Launch the clipped-gradient kernel on device pointers.");
     m.def("dequantize", &dequantize, py::arg("data"), py::arg("type"), py::arg("n_per_row"), py::arg("threads") = 1,
           "uint8 [nrows, row_bytes] -> float32 [nrows, n_per_row] on the CPU.");
 

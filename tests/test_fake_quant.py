@@ -82,8 +82,8 @@ def test_identity_ste_backward(qtype: str, dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("qtype", TYPES)
 def test_opcheck(qtype: str) -> None:
     w = weights((3, 512), seed=7).requires_grad_()
-    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, None, "auto"))
-    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, torch.rand(512), "auto"))
+    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, None, "identity", "auto"))
+    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, torch.rand(512), "identity", "auto"))
 
 
 def test_compile_fullgraph_forward_backward() -> None:
@@ -132,6 +132,119 @@ def test_bad_qtype_lists_valid_names() -> None:
         sk.fake_quant(torch.zeros(2, 256), "Q3_K")
 
 
-def test_unknown_ste() -> None:
+def test_unknown_ste_and_backend() -> None:
+    with pytest.raises(ValueError, match=r"unsupported backend"):
+        sk.fake_quant(torch.zeros(2, 256), "Q4_K", backend="cpp")
     with pytest.raises(ValueError, match=r"unsupported ste"):
         sk.fake_quant(torch.zeros(2, 256), "Q4_K", ste="tanh")
+
+
+# ---- clipped straight-through estimator --------------------------------------------------------
+
+# Byte ranges of each format's code fields and how a code is written there (from the GGUF layouts),
+# for an independent reading of "the range a block can represent".
+def _set_codes(qtype: str, block: np.ndarray, code: int) -> None:
+    nib = (code & 15) | ((code & 15) << 4)
+    hi = 0xFF if code & 16 else 0
+    fields = {
+        "Q8_0": [(2, 34, code & 0xFF)], "Q4_0": [(2, 18, nib)], "IQ4_NL": [(2, 18, nib)],
+        "Q4_1": [(4, 20, nib)],
+        "Q5_0": [(2, 6, hi), (6, 22, nib)], "Q5_1": [(4, 8, hi), (8, 24, nib)], "Q4_K": [(16, 144, nib)],
+        "Q5_K": [(16, 48, hi), (48, 176, nib)], "IQ4_XS": [(8, 136, nib)],
+        "Q6_K": [(0, 128, nib), (128, 192, 0x55 * ((code >> 4) & 3))],
+    }[qtype]
+    for a, b, v in fields:
+        block[..., a:b] = v
+
+
+def reference_clipped_grad(x: np.ndarray, qtype: str, grad: np.ndarray) -> np.ndarray:
+    fmt = sk.get_format(qtype)
+    packed = sk.quantize(x, qtype).reshape(-1, fmt.type_size)
+    lo_code, hi_code = {"Q8_0": (-128, 127), "Q5_0": (0, 31), "Q5_1": (0, 31), "Q5_K": (0, 31),
+                        "Q6_K": (0, 63)}.get(qtype, (0, 15))
+    vals = []
+    for code in (lo_code, lo_code + 1, hi_code, hi_code - 1):
+        probe = packed.copy()
+        _set_codes(qtype, probe, code)
+        vals.append(sk.dequantize(probe, qtype, x.shape))
+    v_lo, v_lo1, v_hi, v_hi1 = vals
+    f = np.float32
+    end_lo = v_lo - f(0.5) * (v_lo1 - v_lo)
+    end_hi = v_hi + f(0.5) * (v_hi - v_hi1)
+    lo, hi = np.minimum(end_lo, end_hi), np.maximum(end_lo, end_hi)
+    return np.where((x >= lo) & (x <= hi), grad, f(0.0)).astype(np.float32)
+
+
+CODED = [t for t in TYPES if t not in ("F32", "F16", "BF16")]
+
+
+def heavy_weights(shape: tuple[int, int], seed: int) -> np.ndarray:
+    # Student-t tails push values past the clamps of the symmetric formats.
+    rng = np.random.default_rng(seed)
+    return (0.02 * rng.standard_t(2.5, size=shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("qtype", CODED)
+def test_clipped_grad_matches_reference(qtype: str) -> None:
+    x = heavy_weights((8, 512), seed=11)
+    g = np.random.default_rng(12).standard_normal(x.shape).astype(np.float32)
+    want = reference_clipped_grad(x, qtype, g)
+    got = _C.clipped_grad(x, sk.get_format(qtype).type_id, None, g, 2)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "IQ4_XS", "Q4_K"])
+def test_clipped_ste_zeroes_some_gradients(qtype: str) -> None:
+    x = heavy_weights((16, 512), seed=13)
+    mask = _C.clipped_grad(x, sk.get_format(qtype).type_id, None, np.ones_like(x), 1)
+    assert 0 < np.count_nonzero(mask == 0) < x.size // 4
+
+
+def test_clipped_q4_0_by_hand() -> None:
+    # max = +1 -> d = -1/8: codes span [-7/8, +1]; half a step below -7/8 is -15/16.
+    x = np.zeros((1, 32), dtype=np.float32)
+    x[0, :4] = [1.0, -0.9, -0.95, 0.5]
+    got = _C.clipped_grad(x, sk.get_format("Q4_0").type_id, None, np.ones_like(x), 1)
+    assert got[0, :4].tolist() == [1.0, 1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("grid", [(0, 0), (3, 5)], ids=["launch_shape", "3x5"])
+@pytest.mark.parametrize("imatrix", [False, True], ids=["no_imatrix", "imatrix"])
+@pytest.mark.parametrize("qtype", TYPES)
+def test_clipped_grad_cuda_bodies_on_host(qtype: str, imatrix: bool, grid: tuple[int, int]) -> None:
+    t = sk.get_format(qtype).type_id
+    x = heavy_weights((5, 768), seed=14)
+    g = np.random.default_rng(15).standard_normal(x.shape).astype(np.float32)
+    im = np.random.default_rng(16).random(768).astype(np.float32) if imatrix else None
+    want = _C.clipped_grad(x, t, im, g, 1)
+    np.testing.assert_array_equal(_C.emulate_cuda_clipped_grad(x, t, im, g, *grid).view(np.uint32),
+                                  want.view(np.uint32))
+
+
+@pytest.mark.parametrize("imatrix", [False, True], ids=["no_imatrix", "imatrix"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K", "IQ4_XS", "Q6_K", "F16"])
+def test_clipped_ste_backward(qtype: str, imatrix: bool) -> None:
+    x = heavy_weights((4, 512), seed=17)
+    im = torch.rand(512) if imatrix else None
+    w = torch.from_numpy(x).requires_grad_()
+    g = torch.randn(4, 512)
+    sk.fake_quant(w, qtype, im, ste="clipped").backward(g)
+    want = _C.clipped_grad(x, sk.get_format(qtype).type_id, None if im is None else im.numpy(), g.numpy(), 1)
+    np.testing.assert_array_equal(w.grad.numpy().view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K"])
+def test_clipped_opcheck_and_compile(qtype: str) -> None:
+    w = torch.from_numpy(heavy_weights((3, 512), seed=18)).requires_grad_()
+    torch.library.opcheck(torch.ops.sqat.fake_quant.default, (w, qtype, None, "clipped", "auto"))
+    torch.library.opcheck(torch.ops.sqat.clipped_grad.default, (w.detach(), torch.randn(3, 512), qtype, None))
+
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        return sk.fake_quant(w, qtype, ste="clipped").square().sum()
+
+    compiled = torch.compile(loss, fullgraph=True)
+    compiled(w).backward()
+    g_compiled = w.grad.clone()
+    w.grad = None
+    loss(w).backward()
+    torch.testing.assert_close(g_compiled, w.grad, atol=0, rtol=0)

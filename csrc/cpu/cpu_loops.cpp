@@ -286,6 +286,16 @@ DequantizeRange dequantize_range_for(int type) {
 
 namespace {
 
+// Fills `storage` with each row's Σx²/n when the type's imatrix path needs it; returns its data or nullptr.
+const float* row_sigma2_if_needed(const QuantizeArgs& a, std::vector<float>& storage, int nthreads) {
+    if (a.imatrix == nullptr || !uses_row_sigma2(a.type)) return nullptr;
+    storage.resize(static_cast<size_t>(a.nrows));
+    parallel_chunks(a.nrows, a.n_per_row, nthreads, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) storage[r] = row_sigma2(a.x + r * a.n_per_row, a.n_per_row);
+    });
+    return storage.data();
+}
+
 // Shared driver of quantize_rows and fake_quant_rows: exactly one of y / fake_out is non-null.
 int64_t encode_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix, uint8_t* y,
                     float* fake_out, int nthreads) {
@@ -300,14 +310,8 @@ int64_t encode_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, 
     // bytes as any packed form) keeps the shared pointer arithmetic inside a real buffer.
     uint8_t* packed = fake_out ? reinterpret_cast<uint8_t*>(fake_out) : y;
     QuantizeArgs a{type, x, imatrix, nullptr, packed, nrows, n_per_row};
-    if (imatrix != nullptr && uses_row_sigma2(type)) {
-        // Rows with a non-finite value get a garbage sigma2 here; they are rejected below anyway.
-        sigma2.resize(static_cast<size_t>(nrows));
-        parallel_chunks(nrows, n_per_row, nthreads, [&](int64_t r0, int64_t r1) {
-            for (int64_t r = r0; r < r1; ++r) sigma2[r] = row_sigma2(x + r * n_per_row, n_per_row);
-        });
-        a.row_sigma2 = sigma2.data();
-    }
+    // Rows with a non-finite value get a garbage sigma2 here; they are rejected below anyway.
+    a.row_sigma2 = row_sigma2_if_needed(a, sigma2, nthreads);
 
     // The first non-finite value overall: chunks are handed out in order, so a chunk that starts past
     // a value already found bad can be skipped, and the smallest index found is the first one.
@@ -335,6 +339,25 @@ int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row
 int64_t fake_quant_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
                         float* out, int nthreads) {
     return encode_rows(type, x, nrows, n_per_row, imatrix, nullptr, out, nthreads);
+}
+
+void clipped_grad_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
+                       const float* grad, float* grad_out, int nthreads) {
+    const Geometry g = geometry(type);
+    if (g.block_size == 0 || nrows == 0 || n_per_row == 0) return;
+    // No packed output here; the argument block only carries the input side.
+    QuantizeArgs a{type, x, imatrix, nullptr, nullptr, nrows, n_per_row};
+    std::vector<float> sigma2;
+    a.row_sigma2 = row_sigma2_if_needed(a, sigma2, nthreads);
+    const int64_t total = nrows * (n_per_row / g.block_size);
+    parallel_chunks(total, g.block_size, nthreads, [&](int64_t b0, int64_t b1) {
+        for (int64_t i = b0; i < b1; ++i) {
+            const BlockLocation loc = locate_block(i, n_per_row, g);
+            const float* qw = imatrix ? imatrix + loc.col : nullptr;
+            const float s2 = a.row_sigma2 ? a.row_sigma2[loc.row] : 0.0f;
+            clipped_grad_block(type, x + loc.x_offset, qw, s2, grad + loc.x_offset, grad_out + loc.x_offset);
+        }
+    });
 }
 
 void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_row, float* x, int nthreads) {

@@ -17,6 +17,11 @@ int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row
 int64_t fake_quant_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
                         float* out, int nthreads);
 
+// Clipped straight-through gradient: grad_out = grad where x is representable by its quantized block,
+// 0 elsewhere (see sqat/clip.h).  x must be finite (it was checked by the forward pass).
+void clipped_grad_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
+                       const float* grad, float* grad_out, int nthreads);
+
 // Dequantize packed rows into nrows x n_per_row floats.
 void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_row, float* x, int nthreads);
 

@@ -20,6 +20,9 @@ int device_count();
 void quantize(int type, uintptr_t x, int64_t nrows, int64_t n_per_row, uintptr_t imatrix,
               uintptr_t sigma2_scratch, uintptr_t y, uintptr_t stream);
 void dequantize(int type, uintptr_t y, int64_t nrows, int64_t n_per_row, uintptr_t x, uintptr_t stream);
+// grad_out = grad where x is representable by its quantized block, else 0 (all nrows x n_per_row).
+void clipped_grad(int type, uintptr_t x, int64_t nrows, int64_t n_per_row, uintptr_t imatrix,
+                  uintptr_t sigma2_scratch, uintptr_t grad, uintptr_t grad_out, uintptr_t stream);
 // out: nrows x n_per_row floats receiving dequantize(quantize(x)).
 void fake_quant(int type, uintptr_t x, int64_t nrows, int64_t n_per_row, uintptr_t imatrix,
                 uintptr_t sigma2_scratch, uintptr_t out, uintptr_t stream);
@@ -29,5 +32,7 @@ void fake_quant(int type, uintptr_t x, int64_t nrows, int64_t n_per_row, uintptr
 void emulate_quantize(const QuantizeArgs& a, float* sigma2_scratch, int64_t grid, int64_t block);
 void emulate_dequantize(const DequantizeArgs& a, int64_t grid, int64_t block);
 void emulate_fake_quant(const QuantizeArgs& a, float* sigma2_scratch, float* out, int64_t grid, int64_t block);
+void emulate_clipped_grad(const QuantizeArgs& a, float* sigma2_scratch, const float* grad, float* grad_out,
+                          int64_t grid, int64_t block);
 
 }  // namespace sqat::cuda

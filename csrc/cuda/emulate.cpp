@@ -43,4 +43,11 @@ void emulate_dequantize(const DequantizeArgs& a, int64_t grid, int64_t block) {
     run_grid(blocks, grid, block, [&](GridPos p) { dequantize_body(a, p); });
 }
 
+void emulate_clipped_grad(const QuantizeArgs& a_in, float* sigma2_scratch, const float* grad, float* grad_out,
+                          int64_t grid, int64_t block) {
+    const QuantizeArgs a = with_row_sigma2(a_in, sigma2_scratch, grid, block);
+    const int64_t blocks = a.nrows * (a.n_per_row / geometry(a.type).block_size);
+    run_grid(blocks, grid, block, [&](GridPos p) { clipped_grad_body(a, grad, grad_out, p); });
+}
+
 }  // namespace sqat::cuda

@@ -19,6 +19,9 @@ __global__ void row_sigma2_kernel(QuantizeArgs a, float* out) { row_sigma2_body(
 __global__ void quantize_kernel(QuantizeArgs a) { quantize_body(a, here()); }
 __global__ void dequantize_kernel(DequantizeArgs a) { dequantize_body(a, here()); }
 __global__ void fake_quant_kernel(QuantizeArgs a, float* out) { fake_quant_body(a, out, here()); }
+__global__ void clipped_grad_kernel(QuantizeArgs a, const float* grad, float* grad_out) {
+    clipped_grad_body(a, grad, grad_out, here());
+}
 
 void check(cudaError_t err, const char* what) {
     if (err != cudaSuccess) throw std::runtime_error(std::string("sqat CUDA ") + what + ": " + cudaGetErrorString(err));
@@ -87,6 +90,18 @@ void dequantize(int type, uintptr_t y, int64_t nrows, int64_t n_per_row, uintptr
     const LaunchShape ls = launch_shape(blocks);
     dequantize_kernel<<<static_cast<unsigned>(ls.grid), static_cast<unsigned>(ls.block), 0, s>>>(a);
     check(cudaGetLastError(), "dequantize launch");
+}
+
+void clipped_grad(int type, uintptr_t x, int64_t nrows, int64_t n_per_row, uintptr_t imatrix,
+                  uintptr_t sigma2_scratch, uintptr_t grad, uintptr_t grad_out, uintptr_t stream) {
+    auto s = reinterpret_cast<cudaStream_t>(stream);
+    const QuantizeArgs a = prepare(type, x, nrows, n_per_row, imatrix, sigma2_scratch, 0, s);
+    const int64_t blocks = nrows * (n_per_row / geometry(type).block_size);
+    if (blocks == 0) return;
+    const LaunchShape ls = launch_shape(blocks);
+    clipped_grad_kernel<<<static_cast<unsigned>(ls.grid), static_cast<unsigned>(ls.block), 0, s>>>(
+        a, reinterpret_cast<const float*>(grad), reinterpret_cast<float*>(grad_out));
+    check(cudaGetLastError(), "clipped_grad launch");
 }
 
 }  // namespace sqat::cuda

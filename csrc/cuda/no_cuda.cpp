@@ -14,6 +14,9 @@ void quantize(int, uintptr_t, int64_t, int64_t, uintptr_t, uintptr_t, uintptr_t,
 void fake_quant(int, uintptr_t, int64_t, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t) {
     throw std::runtime_error("sqat_kernels was built without CUDA support");
 }
+void clipped_grad(int, uintptr_t, int64_t, int64_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t, uintptr_t) {
+    throw std::runtime_error("sqat_kernels was built without CUDA support");
+}
 void dequantize(int, uintptr_t, int64_t, int64_t, uintptr_t, uintptr_t) {
     throw std::runtime_error("sqat_kernels was built without CUDA support");
 }

@@ -24,6 +24,38 @@ def fake_quant(
 ) -> npt.NDArray[np.float32]:
     """float32 [nrows, n] -> float32 dequantize(quantize(x)), fused; ValueError on NaN/Inf."""
 
+def clipped_grad(
+    x: npt.NDArray[np.float32],
+    type: int,
+    imatrix: npt.NDArray[np.float32] | None,
+    grad: npt.NDArray[np.float32],
+    threads: int = 1,
+) -> npt.NDArray[np.float32]:
+    """Clipped STE: grad where x is representable by its quantized block (sqat/clip.h), else 0."""
+
+def emulate_cuda_clipped_grad(
+    x: npt.NDArray[np.float32],
+    type: int,
+    imatrix: npt.NDArray[np.float32] | None,
+    grad: npt.NDArray[np.float32],
+    grid: int = 0,
+    block: int = 0,
+) -> npt.NDArray[np.float32]:
+    """Run the CUDA clipped-gradient kernel bodies over a grid on the host."""
+
+def cuda_clipped_grad(
+    type: int,
+    x: int,
+    nrows: int,
+    n_per_row: int,
+    imatrix: int,
+    sigma2_scratch: int,
+    grad: int,
+    grad_out: int,
+    stream: int,
+) -> None:
+    """Launch the clipped-gradient kernel on device pointers (integers)."""
+
 def emulate_cuda_fake_quant(
     x: npt.NDArray[np.float32],
     type: int,

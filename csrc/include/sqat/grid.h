@@ -7,6 +7,7 @@
 // All indices are 64-bit: tensors may exceed 2^31 elements.
 #pragma once
 
+#include "sqat/clip.h"
 #include "sqat/formats.h"
 
 namespace sqat {
@@ -87,6 +88,19 @@ SQAT_HD void fake_quant_body(const QuantizeArgs& a, float* out, GridPos p) {
         const float* qw = a.imatrix ? a.imatrix + loc.col : nullptr;
         const float s2 = need_sigma2 ? a.row_sigma2[loc.row] : 0.0f;
         fake_quant_block(a.type, a.x + loc.x_offset, qw, s2, out + loc.x_offset);
+    }
+}
+
+// One thread per block: the clipped straight-through gradient (grad where a.x is representable, else 0).
+SQAT_HD void clipped_grad_body(const QuantizeArgs& a, const float* grad, float* grad_out, GridPos p) {
+    const Geometry g = geometry(a.type);
+    const int64_t total = a.nrows * (a.n_per_row / g.block_size);
+    const bool need_sigma2 = a.imatrix != nullptr && uses_row_sigma2(a.type);
+    for (int64_t i = p.first(); i < total; i += p.stride()) {
+        const BlockLocation loc = locate_block(i, a.n_per_row, g);
+        const float* qw = a.imatrix ? a.imatrix + loc.col : nullptr;
+        const float s2 = need_sigma2 ? a.row_sigma2[loc.row] : 0.0f;
+        clipped_grad_block(a.type, a.x + loc.x_offset, qw, s2, grad + loc.x_offset, grad_out + loc.x_offset);
     }
 }
 

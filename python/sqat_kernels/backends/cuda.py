@@ -57,3 +57,18 @@ def fake_quant(x2d: torch.Tensor, fmt: QuantFormat, imatrix: torch.Tensor | None
         _C.cuda_fake_quant(fmt.type_id, x2d.data_ptr(), rows, n, 0 if im is None else im.data_ptr(),
                            scratch.data_ptr(), out.data_ptr(), stream)
     return out
+
+
+def clipped_grad(x2d: torch.Tensor, fmt: QuantFormat, imatrix: torch.Tensor | None,
+                 grad2d: torch.Tensor) -> torch.Tensor:
+    """Clipped straight-through gradient on CUDA: float32 [rows, n] weights and gradient -> [rows, n]."""
+    _require_cuda()
+    rows, n = x2d.shape
+    out = torch.empty((rows, n), dtype=torch.float32, device=x2d.device)
+    im = None if imatrix is None else imatrix.to(device=x2d.device, dtype=torch.float32).contiguous()
+    scratch = torch.empty((max(rows, 1),), dtype=torch.float32, device=x2d.device)
+    with torch.cuda.device(x2d.device):
+        stream = torch.cuda.current_stream(x2d.device).cuda_stream
+        _C.cuda_clipped_grad(fmt.type_id, x2d.data_ptr(), rows, n, 0 if im is None else im.data_ptr(),
+                             scratch.data_ptr(), grad2d.data_ptr(), out.data_ptr(), stream)
+    return out

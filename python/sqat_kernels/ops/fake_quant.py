@@ -15,8 +15,11 @@ from ..backends.finite import first_nonfinite
 from ..backends.native import _C, cuda_compiled, default_threads
 from ..formats import QuantFormat, get_format
 
-#: Straight-through estimators implemented so far.
-STE_VARIANTS: tuple[str, ...] = ("identity",)
+#: Straight-through estimators: "identity" passes the gradient unchanged; "clipped" zeroes it where the weight
+#: lies outside the range its quantized block can represent (beyond half a code step past the extreme codes,
+#: i.e. where the format's clamp, not rounding, picks the code; see csrc/include/sqat/clip.h).  The mask is
+#: recomputed in backward from the weight autograd already holds: nothing per element is stored.
+STE_VARIANTS: tuple[str, ...] = ("identity", "clipped")
 
 #: Kernel families: "auto" = native C++ on CPU tensors, native CUDA on CUDA tensors; "triton" = the Triton
 #: kernels (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1); "native" = never Triton.
@@ -47,7 +50,9 @@ def _nonfinite_error(fmt: QuantFormat, row: int, col: int) -> ValueError:
 
 
 @torch.library.custom_op("sqat::fake_quant", mutates_args=())
-def _fake_quant_op(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None, backend: str) -> torch.Tensor:
+def _fake_quant_op(
+    w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None, ste: str, backend: str
+) -> torch.Tensor:
     fmt = get_format(qtype)
     n = w.shape[-1]
     rows = math.prod(w.shape[:-1])
@@ -76,17 +81,47 @@ def _fake_quant_op(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None, ba
 
 
 @_fake_quant_op.register_fake
-def _(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None, backend: str) -> torch.Tensor:
+def _(w: torch.Tensor, qtype: str, imatrix: torch.Tensor | None, ste: str, backend: str) -> torch.Tensor:
+    return torch.empty(w.shape, dtype=torch.float32, device=w.device)
+
+
+@torch.library.custom_op("sqat::clipped_grad", mutates_args=())
+def _clipped_grad_op(
+    w: torch.Tensor, grad: torch.Tensor, qtype: str, imatrix: torch.Tensor | None
+) -> torch.Tensor:
+    fmt = get_format(qtype)
+    n = w.shape[-1]
+    rows = math.prod(w.shape[:-1])
+    x2d = w.detach().reshape(rows, n).to(torch.float32).contiguous()
+    g2d = grad.reshape(rows, n).to(torch.float32).contiguous()
+    if w.is_cuda:
+        from ..backends import cuda
+
+        return cuda.clipped_grad(x2d, fmt, imatrix, g2d).reshape(w.shape)
+    im = None if imatrix is None else imatrix.detach().to("cpu", torch.float32).contiguous().numpy()
+    out = _C.clipped_grad(x2d.numpy(), fmt.type_id, im, g2d.numpy(), default_threads())
+    return torch.from_numpy(out).reshape(w.shape)
+
+
+@_clipped_grad_op.register_fake
+def _(w: torch.Tensor, grad: torch.Tensor, qtype: str, imatrix: torch.Tensor | None) -> torch.Tensor:
     return torch.empty(w.shape, dtype=torch.float32, device=w.device)
 
 
 def _setup_context(ctx: object, inputs: tuple, output: torch.Tensor) -> None:
-    ctx.w_dtype = inputs[0].dtype  # type: ignore[attr-defined]
+    w, qtype, imatrix, ste, _backend = inputs
+    ctx.w_dtype, ctx.qtype, ctx.ste = w.dtype, qtype, ste  # type: ignore[attr-defined]
+    if ste == "clipped":
+        # The weight itself (already held by autograd as a leaf/parameter): no new per-element storage.
+        ctx.save_for_backward(w, imatrix)  # type: ignore[attr-defined]
 
 
-def _backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-    # Straight-through: d fake_quant(w) / dw := identity.
-    return grad.to(ctx.w_dtype), None, None, None  # type: ignore[attr-defined]
+def _backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+    if ctx.ste == "clipped":  # type: ignore[attr-defined]
+        w, imatrix = ctx.saved_tensors  # type: ignore[attr-defined]
+        grad = _clipped_grad_op(w, grad, ctx.qtype, imatrix)  # type: ignore[attr-defined]
+    # Identity: d fake_quant(w) / dw := 1.
+    return grad.to(ctx.w_dtype), None, None, None, None  # type: ignore[attr-defined]
 
 
 _fake_quant_op.register_autograd(_backward, setup_context=_setup_context)
@@ -107,7 +142,8 @@ def fake_quant(
             exactly to fp32 first.
         qtype: GGUF type name (``"Q4_K"``, ``"Q8_0"``, ``"F16"``, ... see ``SUPPORTED_TYPES``).
         imatrix: optional importance weights ``[n]`` (float), used where llama.cpp uses them.
-        ste: backward rule; ``"identity"`` passes the gradient unchanged.
+        ste: backward rule: ``"identity"`` passes the gradient unchanged; ``"clipped"`` zeroes it where the
+            weight lies outside what its block can represent (see ``STE_VARIANTS``).
         backend: ``"auto"`` (native C++ for CPU tensors, native CUDA kernels for CUDA tensors), ``"native"``,
             or ``"triton"`` (the Triton kernels; CPU tensors only under ``TRITON_INTERPRET=1``).
 
@@ -147,4 +183,4 @@ def fake_quant(
         if not bool(torch.isfinite(imatrix).all()):
             raise ValueError("imatrix holds a non-finite value")
         imatrix = imatrix.to(device=w.device, dtype=torch.float32)
-    return _fake_quant_op(w, fmt.name, imatrix, backend)
+    return _fake_quant_op(w, fmt.name, imatrix, ste, backend)
