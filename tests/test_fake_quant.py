@@ -248,3 +248,32 @@ def test_clipped_opcheck_and_compile(qtype: str) -> None:
     w.grad = None
     loss(w).backward()
     torch.testing.assert_close(g_compiled, w.grad, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_out_dtype_rounds_once(dtype: torch.dtype) -> None:
+    w = weights((4, 256), seed=19).to(dtype).requires_grad_()
+    exact = sk.fake_quant(w, "Q4_K")
+    got = sk.fake_quant(w, "Q4_K", out_dtype=dtype)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, exact.to(dtype), atol=0, rtol=0)
+    got.sum().backward()
+    assert w.grad is not None and w.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("ste", ["identity", "clipped"])
+def test_no_extra_saved_memory(ste: str) -> None:
+    """Autograd keeps nothing per element beyond the weight it already holds."""
+    w = torch.nn.Parameter(weights((64, 512), seed=20))
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = sk.fake_quant(w, "Q4_K", ste=ste)
+    extra = [t for t in saved if t.untyped_storage().data_ptr() != w.untyped_storage().data_ptr()]
+    assert sum(t.numel() for t in extra) == 0
+    assert len(saved) == (1 if ste == "clipped" else 0)
+    out.sum().backward()

@@ -133,6 +133,7 @@ def fake_quant(
     imatrix: torch.Tensor | None = None,
     ste: str = "identity",
     backend: str = "auto",
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Fake-quantize ``w`` to exactly the values llama.cpp decodes from its GGUF ``qtype`` quantization.
 
@@ -146,9 +147,12 @@ def fake_quant(
             weight lies outside what its block can represent (see ``STE_VARIANTS``).
         backend: ``"auto"`` (native C++ for CPU tensors, native CUDA kernels for CUDA tensors), ``"native"``,
             or ``"triton"`` (the Triton kernels; CPU tensors only under ``TRITON_INTERPRET=1``).
+        out_dtype: dtype of the result.  ``None`` (default) gives float32, which holds every dequantized
+            value exactly.  Asking for ``w.dtype`` (bf16/fp16) rounds each value once, to nearest even; the
+            result is then no longer guaranteed to be llama.cpp's value (F16-representable formats aside).
 
     Returns:
-        float32 tensor of ``w``'s shape and device, bit-identical to
+        tensor of ``w``'s shape and device; in float32 it is bit-identical to
         ``dequantize(quantize(w, qtype, imatrix), qtype, w.shape)``.
 
     Raises:
@@ -183,4 +187,5 @@ def fake_quant(
         if not bool(torch.isfinite(imatrix).all()):
             raise ValueError("imatrix holds a non-finite value")
         imatrix = imatrix.to(device=w.device, dtype=torch.float32)
-    return _fake_quant_op(w, fmt.name, imatrix, ste, backend)
+    out = _fake_quant_op(w, fmt.name, imatrix, ste, backend)
+    return out if out_dtype is None or out_dtype == torch.float32 else out.to(out_dtype)
