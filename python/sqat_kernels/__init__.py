@@ -5,6 +5,11 @@ Public API:
     dequantize(data, qtype, shape, *, threads=None)    -> float32 values, identical to llama.cpp
     get_format(qtype) / SUPPORTED_TYPES                 -> the format registry
     fake_quant(w, qtype, imatrix=None, ste="identity") -> the weight llama.cpp will decode (torch op)
+    prepare(model, recipe="Q4_K_M", schedule=...)      -> swap a Llama model's layers for QAT layers (torch)
+    convert(model)                                      -> plain layers holding the fake-quantized weights
+    QATLinear, QATEmbedding, QATConfig                  -> the QAT layers (torch)
+    BitWidthSchedule                                    -> the precision ladder over training steps
+    recipes.tensor_types(shape, recipe)                 -> llama-quantize's type for every tensor
     sqat_kernels.reference                              -> the NumPy reference implementation
 """
 
@@ -13,11 +18,27 @@ from typing import Any
 from .backends.native import cuda_compiled, cuda_usable
 from .formats import SUPPORTED_TYPES, QuantFormat, get_format
 from .quant import dequantize, quantize
+from .schedule import BitWidthSchedule
 
 __version__ = "0.1.0"
 
+_TORCH_ATTRS = {
+    "fake_quant": "ops",
+    "prepare": "nn",
+    "convert": "nn",
+    "QATLinear": "nn",
+    "QATEmbedding": "nn",
+    "QATConfig": "nn",
+}
+
 __all__ = [
     "SUPPORTED_TYPES",
+    "BitWidthSchedule",
+    "QATConfig",
+    "QATEmbedding",
+    "QATLinear",
+    "convert",
+    "prepare",
     "fake_quant",
     "QuantFormat",
     "cuda_compiled",
@@ -29,9 +50,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The torch ops are imported on first use, so NumPy-only users never import torch.
-    if name == "fake_quant":
-        from .ops import fake_quant
+    # The torch parts are imported on first use, so NumPy-only users never import torch.
+    if name in _TORCH_ATTRS:
+        import importlib
 
-        return fake_quant
+        return getattr(importlib.import_module(f".{_TORCH_ATTRS[name]}", __name__), name)
     raise AttributeError(f"module 'sqat_kernels' has no attribute {name!r}")
