@@ -1,0 +1,159 @@
+"""A small training loop for QAT fine-tuning of a causal LM, with exact checkpoint/resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..schedule import BitWidthSchedule
+from .data import TokenWindows
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainResult:
+    """Per-step record of a run: step index, loss (mean over the global batch on this rank) and rung."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    rungs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"steps": self.steps, "losses": self.losses, "rungs": self.rungs}
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def train(
+    model: nn.Module,
+    data: TokenWindows,
+    *,
+    steps: int,
+    lr: float = 5e-5,
+    batch_size: int = 4,
+    schedule: BitWidthSchedule | None = None,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> TrainResult:
+    """Fine-tune a causal LM (labels = inputs) for `steps` optimiser steps with AdamW.
+
+    The schedule (if any) is stepped after every optimiser step, so step s trains at schedule.rung_at(s).
+    With `checkpoint_dir`, the model, optimiser, schedule, RNG states and the log are saved every
+    `checkpoint_every` steps and at the end, atomically; with `resume`, a run restarts from the checkpoint
+    found there and continues exactly as the uninterrupted run would (same batches, same updates).
+    Under torch.distributed (DDP or FSDP2-wrapped `model`), pass rank / world_size: each rank trains on its
+    slice of the global batch of `batch_size * world_size` windows.
+
+    Returns the per-step losses and rungs (of the whole run, resumed parts included).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if schedule is not None and schedule.total_steps != steps:
+        raise ValueError(f"schedule has {schedule.total_steps} steps, the run {steps}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    result = TrainResult()
+    start = 0
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and ckpt_path.exists():
+            state = torch.load(ckpt_path, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if schedule is not None:
+                schedule.load_state_dict(state["schedule"])
+            _set_rng_state(state["rng"])
+            result = TrainResult(**state["log"])
+            start = state["step"]
+            logger.info("resumed from %s at step %d", ckpt_path, start)
+
+    def checkpoint(step: int) -> None:
+        if ckpt_path is None or rank != 0:
+            return
+        _save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict() if schedule is not None else None,
+                "rng": _rng_state(),
+                "log": result.to_json(),
+                "step": step,
+            },
+            ckpt_path,
+        )
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc="train", unit="step")
+    model.train()
+    for step in range(start, steps):
+        rung = schedule.current_rung if schedule is not None else "-"
+        ids = data.batch(step, batch_size, seed=seed, rank=rank, world_size=world_size)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if schedule is not None:
+            schedule.step()
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step} (rung {rung})")
+        result.steps.append(step)
+        result.losses.append(value)
+        result.rungs.append(rung)
+        if bar is not None:
+            bar.set_postfix(loss=f"{value:.4f}", rung=rung)
+            bar.update(1)
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            checkpoint(step + 1)
+    if bar is not None:
+        bar.close()
+    checkpoint(steps)
+    return result
+
+
+def write_log(result: TrainResult, path: str | Path) -> None:
+    """The per-step log as JSON (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result.to_json()))
+    os.replace(tmp, path)

@@ -1,0 +1,175 @@
+"""Training loop, resume, Trainer callback and `sqat train` on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sqat_kernels.cli import main as sqat_main
+from sqat_kernels.nn import prepare
+from sqat_kernels.schedule import BitWidthSchedule
+from sqat_kernels.train import TokenWindows, train
+from tiny_models import TEXT, byte_bpe_tokenizer, save_tiny_model_dir, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def windows():
+    return TokenWindows.from_texts([TEXT], byte_bpe_tokenizer(), seq_len=16)
+
+
+def test_batches_are_deterministic_and_split_by_rank(windows):
+    full = windows.batch(5, 4, seed=3, world_size=1)
+    halves = [windows.batch(5, 2, seed=3, rank=r, world_size=2) for r in range(2)]
+    assert torch.equal(torch.cat(halves), full)
+    assert torch.equal(windows.batch(5, 4, seed=3), full)
+    assert not torch.equal(windows.batch(5, 4, seed=4), full)
+    many = torch.cat([windows.batch(s, 4) for s in range(len(windows) // 4)])
+    assert len({tuple(r.tolist()) for r in many}) == len({tuple(r.tolist()) for r in windows.windows})
+    with pytest.raises(ValueError, match="fill one window"):
+        TokenWindows(torch.arange(5), 16)
+
+
+class Interrupted(TokenWindows):
+    """Token windows that raise KeyboardInterrupt when step `at` asks for its batch (a killed run)."""
+
+    def __init__(self, base: TokenWindows, at: int):
+        self.__dict__.update(base.__dict__)
+        self.at = at
+
+    def batch(self, step, *args, **kwargs):
+        if step == self.at:
+            raise KeyboardInterrupt
+        return super().batch(step, *args, **kwargs)
+
+
+def _fresh(steps):
+    model = tiny_llama(vocab=300)
+    sched = BitWidthSchedule(steps)
+    prepare(model, "Q4_0", pure=True, schedule=sched)
+    return model, sched
+
+
+def test_resume_continues_exactly(windows, tmp_path):
+    steps = 8
+    model_a, sched_a = _fresh(steps)
+    res_a = train(model_a, windows, steps=steps, schedule=sched_a, lr=1e-3, progress=False)
+    assert res_a.rungs == [sched_a.rung_at(i) for i in range(steps)]
+
+    model_b, sched_b = _fresh(steps)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            model_b,
+            Interrupted(windows, at=5),
+            steps=steps,
+            schedule=sched_b,
+            lr=1e-3,
+            progress=False,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=3,
+        )
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 3
+
+    model_c, sched_c = _fresh(steps)  # a new process would start from scratch like this
+    res_c = train(
+        model_c,
+        windows,
+        steps=steps,
+        schedule=sched_c,
+        lr=1e-3,
+        progress=False,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=3,
+    )
+    assert res_c.losses == res_a.losses and res_c.rungs == res_a.rungs
+    assert sched_c.step_count == steps
+    for (name, pa), (_, pc) in zip(model_a.named_parameters(), model_c.named_parameters(), strict=True):
+        assert torch.equal(pa, pc), name
+
+
+def test_trainer_callback_steps_the_schedule(tmp_path, windows):
+    import transformers
+    from sqat_kernels.train.callback import QATScheduleCallback
+
+    model = tiny_llama(vocab=300)
+    sched = BitWidthSchedule(4)
+    prepare(model, "Q8_0", schedule=sched)
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            ids = windows.windows[i]
+            return {"input_ids": ids, "labels": ids}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=4,
+        per_device_train_batch_size=2,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    callback = QATScheduleCallback(sched)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=DS(), callbacks=[callback])
+    trainer.train()
+    assert sched.step_count == 4
+    assert callback.rungs == [sched.rung_at(i) for i in range(4)]
+
+
+def test_sqat_train_cli(tmp_path, capsys):
+    model_dir = save_tiny_model_dir(tmp_path / "tiny")
+    data = tmp_path / "data.txt"
+    data.write_text(TEXT)
+    out = tmp_path / "out"
+    argv = [
+        "train",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--recipe",
+        "Q4_0",
+        "--pure",
+        "--steps",
+        "4",
+        "--seq-len",
+        "16",
+        "--batch",
+        "2",
+        "--lr",
+        "1e-3",
+        "--out",
+        str(out),
+        "--checkpoint-every",
+        "2",
+    ]
+    assert sqat_main(argv) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["steps"] == [0, 1, 2, 3] and log["rungs"][-1] == "RECIPE"
+    meta = json.loads((out / "model" / "sqat_qat.json").read_text())
+    assert meta["recipe"] == "Q4_0" and meta["pure"] and meta["schedule"]["step_count"] == 4
+    import transformers
+
+    reloaded = transformers.LlamaForCausalLM.from_pretrained(out / "model")
+    assert reloaded.config.num_hidden_layers == 2
+    # Running again resumes from the final checkpoint and changes nothing.
+    assert sqat_main(argv) == 0
+    assert json.loads((out / "train_log.json").read_text()) == log
+    with pytest.raises(SystemExit):
+        sqat_main(
+            [
+                "train",
+                "--model",
+                str(tmp_path / "nope"),
+                "--data",
+                str(data),
+                "--steps",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
