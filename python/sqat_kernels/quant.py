@@ -15,6 +15,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from .backends.finite import first_nonfinite
+from .backends.host import borrowed_numpy
 from .backends.native import _C, default_threads
 from .formats import QuantFormat, get_format
 
@@ -136,7 +137,7 @@ def _quantize_tensor(x: Any, fmt: QuantFormat, imatrix: Any, threads: int | None
     if x.device.type != "cpu":
         raise TypeError(f"quantize supports CPU and CUDA tensors, not device {x.device}")
     im = _imatrix_array(imatrix, n)
-    packed = _quantize_2d(x2d.numpy(), fmt, im, _threads(threads))
+    packed = _quantize_2d(borrowed_numpy(x2d), fmt, im, _threads(threads))
     return torch.from_numpy(packed).reshape(out_shape)
 
 
@@ -185,7 +186,7 @@ def dequantize(data: Any, qtype: QType, shape: Sequence[int] | int, *, threads: 
             from .backends import cuda
 
             return cuda.dequantize(d2, fmt, n).reshape(dims)
-        out = _C.dequantize(d2.cpu().numpy(), fmt.type_id, n, _threads(threads))
+        out = _C.dequantize(borrowed_numpy(d2.cpu()), fmt.type_id, n, _threads(threads))
         return torch.from_numpy(out).reshape(dims)
     arr = np.asarray(data)
     if arr.dtype != np.uint8:

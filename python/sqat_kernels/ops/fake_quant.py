@@ -12,6 +12,7 @@ import math
 import torch
 
 from ..backends.finite import first_nonfinite
+from ..backends.host import borrowed_numpy
 from ..backends.native import _C, cuda_compiled, default_threads
 from ..formats import QuantFormat, get_format
 
@@ -74,7 +75,7 @@ def _fake_quant_op(
         return cuda.fake_quant(x2d, fmt, imatrix).reshape(w.shape)
     im = None if imatrix is None else imatrix.detach().to("cpu", torch.float32).contiguous().numpy()
     try:
-        out = _C.fake_quant(x2d.numpy(), fmt.type_id, im, default_threads())
+        out = _C.fake_quant(borrowed_numpy(x2d), fmt.type_id, im, default_threads())
     except ValueError as e:
         raise ValueError(f"cannot fake-quantize to {fmt.name}: {e}") from None
     return torch.from_numpy(out).reshape(w.shape)
@@ -99,7 +100,7 @@ def _clipped_grad_op(
 
         return cuda.clipped_grad(x2d, fmt, imatrix, g2d).reshape(w.shape)
     im = None if imatrix is None else imatrix.detach().to("cpu", torch.float32).contiguous().numpy()
-    out = _C.clipped_grad(x2d.numpy(), fmt.type_id, im, g2d.numpy(), default_threads())
+    out = _C.clipped_grad(borrowed_numpy(x2d), fmt.type_id, im, borrowed_numpy(g2d), default_threads())
     return torch.from_numpy(out).reshape(w.shape)
 
 
