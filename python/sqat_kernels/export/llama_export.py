@@ -1,0 +1,183 @@
+"""export_gguf: a Llama model (HF directory, transformers model, or a QAT-prepared one) to a GGUF file whose
+bytes equal those of llama.cpp's pipeline (convert_hf_to_gguf to F32, then llama_model_quantize)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..formats import get_format
+from ..quant import quantize
+from ..recipes import LlamaShape, file_type, recipe_table
+from .llama_metadata import read_vocab, write_llama_metadata
+from .tensors import gguf_tensors
+from .writer import write_gguf
+
+FLOAT_RECIPES = ("F32", "F16", "BF16")
+
+
+def _load(model_or_dir: Any, tokenizer_dir: str | os.PathLike[str] | None):
+    """(config, state dict of float32 arrays, QAT settings per HF module name, tokenizer dir)."""
+    if isinstance(model_or_dir, (str, os.PathLike)):
+        model_dir = Path(model_or_dir)
+        config_path = model_dir / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
+        config = json.loads(config_path.read_text())
+        LlamaShape.from_hf_config(config)  # architecture check before loading any weights
+        import torch
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+        return model.config, model, tokenizer_dir or model_dir
+    if tokenizer_dir is None:
+        raise ValueError("exporting a model object needs tokenizer_dir (the tokenizer files' directory)")
+    if not hasattr(model_or_dir, "config"):
+        raise ValueError("export_gguf expects a Hugging Face model directory or a LlamaForCausalLM")
+    return model_or_dir.config, model_or_dir, tokenizer_dir
+
+
+def _qat_settings(model: Any) -> dict[str, tuple[str, str, Any]]:
+    """HF weight name -> (recipe type, active type, imatrix) of every QAT layer of the model."""
+    try:
+        from ..nn import qat_modules
+    except ImportError:  # torch missing: a model object cannot hold QAT layers then
+        return {}
+    return {f"{name}.weight": (m.config.qtype, m.active_qtype, m.imatrix) for name, m in qat_modules(model)}
+
+
+def export_gguf(
+    model_or_dir: Any,
+    path: str | os.PathLike[str],
+    ftype: str = "Q4_K_M",
+    *,
+    imatrix: Mapping[str, np.ndarray] | None = None,
+    pure: bool = False,
+    output_tensor_type: str | None = None,
+    token_embedding_type: str | None = None,
+    tokenizer_dir: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> None:
+    """Write a Llama model as a GGUF file of recipe `ftype`, byte-identical to llama.cpp's own pipeline.
+
+    For F32/F16/BF16 the file is laid out as convert_hf_to_gguf writes it; for a quantized recipe it is
+    what llama_model_quantize writes from our F32 file: same metadata (general.quantization_version and
+    general.file_type last), tensors in llama.cpp's loader order, each tensor of the type llama-quantize
+    chooses (recipes.py), packed by sqat's native kernels (byte-identical to ggml's).
+
+    Args:
+        model_or_dir: a Hugging Face LlamaForCausalLM directory (config.json, weights, tokenizer files), or
+            a LlamaForCausalLM object, possibly prepared for QAT (then each QAT layer's latent weight is
+            quantized once with the type and imatrix its forward used: the file decodes to the QAT weights).
+        path: output file; written atomically (nothing is left at `path` on error; an old file stays intact).
+        imatrix: GGUF tensor name -> float32 importance weights [ne0], as llama-quantize uses them.
+        pure, output_tensor_type, token_embedding_type: llama-quantize's options of the same names.
+        tokenizer_dir: directory of tokenizer.json / tokenizer_config.json (default: the model directory).
+        threads: CPU threads for packing.
+
+    Raises:
+        ValueError: not a Llama model, unknown recipe, non-finite weights (names the tensor), a QAT model
+            whose layers were prepared for another recipe or are not at their recipe type yet.
+        FileNotFoundError: missing config or tokenizer files. OSError: the file could not be written.
+    """
+    config, model, tok_dir = _load(model_or_dir, tokenizer_dir)
+    shape = LlamaShape.from_hf_config(config)
+    recipe = ftype.upper()
+    table = recipe_table(
+        shape,
+        recipe,
+        pure=pure,
+        imatrix=imatrix is not None,
+        output_tensor_type=output_tensor_type,
+        token_embedding_type=token_embedding_type,
+    )
+    types = {c.name: c.qtype for c in table}
+    vocab = read_vocab(tok_dir, shape.n_vocab)
+    if len(vocab.tokens) != shape.n_vocab:
+        raise ValueError(f"tokenizer has {len(vocab.tokens)} ids, config.vocab_size is {shape.n_vocab}")
+    qat = _qat_settings(model)
+    imatrix = dict(imatrix or {})
+    unknown = set(imatrix) - set(types)
+    if unknown:
+        raise ValueError(f"imatrix names tensors this model does not have: {sorted(unknown)[:5]}")
+
+    state = {
+        k: v.detach().to("cpu").float().numpy()
+        for k, v in model.state_dict().items()
+        if not k.endswith("imatrix")
+    }
+    sources = {t.gguf_name: t for t in gguf_tensors(state, shape)}
+    if set(sources) != set(types):
+        raise ValueError(
+            f"model tensors {sorted(set(sources) ^ set(types))[:5]} do not match a Llama "
+            f"model of config {shape}"
+        )
+    for t in sources.values():
+        setting = qat.get(t.hf_name)
+        if setting is None:
+            continue
+        recipe_type, active, qat_imatrix = setting
+        if recipe_type != types[t.gguf_name]:
+            raise ValueError(
+                f"{t.hf_name} was prepared for {recipe_type}, but recipe {recipe} gives "
+                f"{t.gguf_name} {types[t.gguf_name]}: export with the recipe used in prepare()"
+            )
+        if active != recipe_type:
+            raise ValueError(
+                f"{t.hf_name} is at rung {active}, not its recipe type {recipe_type}: finish the "
+                "schedule before exporting, or the file would not hold what training saw"
+            )
+        if qat_imatrix is not None:
+            given = imatrix.get(t.gguf_name)
+            im = qat_imatrix.detach().cpu().numpy()
+            if given is not None and not np.array_equal(np.asarray(given, np.float32), im):
+                raise ValueError(f"{t.gguf_name}: the imatrix given differs from the one the QAT layer used")
+            imatrix[t.gguf_name] = im
+
+    quantized = recipe not in FLOAT_RECIPES
+    order = [c.name for c in table] if quantized else list(sources)
+    entries = []
+    for name in order:
+        fmt = get_format(types[name])
+        data = sources[name].data
+        shape_np = tuple(data.shape)
+        nbytes = (
+            data.size * 4 if fmt.name == "F32" else fmt.row_bytes(shape_np[-1]) * (data.size // shape_np[-1])
+        )
+        entries.append((name, shape_np, fmt.ggml_type, nbytes))
+
+    def produce(name: str) -> np.ndarray:
+        data = sources[name].data
+        if not np.isfinite(data).all():
+            row, col = np.argwhere(~np.isfinite(data.reshape(-1, data.shape[-1])))[0]
+            raise ValueError(
+                f"{name} holds a non-finite value at row {row}, column {col}; refusing to export"
+            )
+        if types[name] == "F32":
+            return data
+        im = imatrix.get(name)
+        return quantize(
+            data.reshape(-1, data.shape[-1]),
+            types[name],
+            None if im is None else np.asarray(im, np.float32),
+            threads=threads,
+        )
+
+    ft = file_type(recipe, pure=pure)
+    name = getattr(config, "_name_or_path", None) or (
+        config.get("_name_or_path") if isinstance(config, dict) else None
+    )
+    model_name = Path(name).name if name else "Model"
+    write_gguf(
+        path,
+        lambda w: write_llama_metadata(w, config, vocab, ft, name=model_name, quantized=quantized),
+        entries,
+        produce,
+        progress=progress,
+    )
