@@ -212,6 +212,11 @@ PYBIND11_MODULE(_C, m) {
           py::arg("n_per_row"), py::arg("grid") = 0, py::arg("block") = 0,
           "Run the CUDA dequantize kernel bodies over a grid on the host.");
 
+    m.def("cpu_variant", &sqat::cpu::active_variant, "The instruction-set variant the CPU loops use now.");
+    m.def("cpu_variant_supported", [](const std::string& name) { return sqat::cpu::variant_supported(name.c_str()); },
+          py::arg("name"), "Whether the variant is compiled in and runnable on this CPU.");
+    m.def("set_cpu_variant", [](const std::string& name) { return sqat::cpu::set_variant(name.c_str()); },
+          py::arg("name"), "Use this variant from now on; False (no change) if it is not supported.");
     m.def("cuda_compiled", &sqat::cuda::compiled, "Whether this build contains the CUDA kernels.");
     m.def("cuda_device_count", &sqat::cuda::device_count, "Usable CUDA devices (0 without driver or GPU).");
     m.def("cuda_quantize", [](int type, uintptr_t x, int64_t nrows, int64_t n, uintptr_t imatrix, uintptr_t scratch,

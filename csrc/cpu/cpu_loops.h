@@ -26,3 +26,14 @@ void clipped_grad_rows(int type, const float* x, int64_t nrows, int64_t n_per_ro
 void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_row, float* x, int nthreads);
 
 }  // namespace sqat::cpu
+
+namespace sqat::cpu {
+
+// Instruction-set variants of the loops above, all byte-identical: "scalar" (the baseline build),
+// "avx2" (AVX2 + F16C) and "avx512" (AVX-512 F/BW/DQ/VL).  The best one this CPU supports is used
+// unless set_variant picks another.
+const char* active_variant();
+bool variant_supported(const char* name);   // compiled in and runnable on this CPU
+bool set_variant(const char* name);         // false (and no change) if not supported
+
+}  // namespace sqat::cpu

@@ -79,6 +79,15 @@ def emulate_cuda_dequantize(
 ) -> npt.NDArray[np.float32]:
     """Run the CUDA dequantize kernel bodies over a grid on the host."""
 
+def cpu_variant() -> str:
+    """The instruction-set variant the CPU loops use now ("avx512", "avx2" or "scalar")."""
+
+def cpu_variant_supported(name: str) -> bool:
+    """Whether the variant is compiled in and runnable on this CPU."""
+
+def set_cpu_variant(name: str) -> bool:
+    """Use this variant from now on; False (no change) if it is not supported."""
+
 def cuda_compiled() -> bool:
     """Whether this build contains the CUDA kernels."""
 

@@ -9,13 +9,20 @@ Public API:
     convert(model)                                      -> plain layers holding the fake-quantized weights
     QATLinear, QATEmbedding, QATConfig                  -> the QAT layers (torch)
     BitWidthSchedule                                    -> the precision ladder over training steps
+    cpu_variant() / set_cpu_variant(name)               -> CPU kernel instruction set (avx512/avx2/scalar)
     recipes.tensor_types(shape, recipe)                 -> llama-quantize's type for every tensor
     sqat_kernels.reference                              -> the NumPy reference implementation
 """
 
 from typing import Any
 
-from .backends.native import cuda_compiled, cuda_usable
+from .backends.native import (
+    cpu_variant,
+    cuda_compiled,
+    cuda_usable,
+    set_cpu_variant,
+    supported_cpu_variants,
+)
 from .formats import SUPPORTED_TYPES, QuantFormat, get_format
 from .quant import dequantize, quantize
 from .schedule import BitWidthSchedule
@@ -38,7 +45,10 @@ __all__ = [
     "QATEmbedding",
     "QATLinear",
     "convert",
+    "cpu_variant",
     "prepare",
+    "set_cpu_variant",
+    "supported_cpu_variants",
     "fake_quant",
     "QuantFormat",
     "cuda_compiled",

@@ -15,6 +15,38 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+CPU_VARIANTS = ("avx512", "avx2", "scalar")
+"""Instruction-set variants of the CPU kernels, best first; all give identical bytes."""
+
+
+def cpu_variant() -> str:
+    """The CPU kernels' instruction-set variant in use: "avx512", "avx2" or "scalar"."""
+    return _C.cpu_variant()
+
+
+def supported_cpu_variants() -> list[str]:
+    """The variants this build can run on this CPU, best first."""
+    return [v for v in CPU_VARIANTS if _C.cpu_variant_supported(v)]
+
+
+def set_cpu_variant(name: str) -> None:
+    """Use the CPU kernel variant `name` ("avx512", "avx2" or "scalar") from now on, in this process.
+
+    The default is the best variant the CPU supports; the environment variable SQAT_CPU_VARIANT sets
+    another one when the package is imported. Raises ValueError for an unknown name or a variant this
+    build or CPU cannot run.
+    """
+    if name not in CPU_VARIANTS:
+        raise ValueError(f"unknown CPU variant {name!r}; valid: {', '.join(CPU_VARIANTS)}")
+    if not _C.set_cpu_variant(name):
+        supported = ", ".join(supported_cpu_variants())
+        raise ValueError(f"CPU variant {name!r} cannot run here; supported: {supported}")
+
+
+if os.environ.get("SQAT_CPU_VARIANT"):
+    set_cpu_variant(os.environ["SQAT_CPU_VARIANT"].strip().lower())
+
+
 def cuda_compiled() -> bool:
     """Whether this build of the package contains the CUDA kernels."""
     return bool(_C.cuda_compiled())

@@ -1,0 +1,151 @@
+// The worker pool behind every variant's loops (see parallel.h).  Baseline-compiled on purpose: the
+// std:: thread and container templates used here must have a single, baseline instantiation.
+#include "cpu/parallel.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace sqat::parallel {
+namespace {
+
+// Below this many values a thread is not worth starting; work is handed out in chunks of at least
+// kMinValuesPerChunk values.
+constexpr int64_t kMinValuesPerThread = 16384;
+constexpr int64_t kMinValuesPerChunk = 4096;
+
+// A small persistent worker pool.  Starting and joining std::threads costs tens of microseconds per
+// call, which is a large share of a call on a 1M-value tensor for the fast formats; parked workers
+// pick a job up in a few microseconds.  After a job a worker polls for the next one for a short while
+// (back-to-back calls are the common case), then sleeps on a condition variable.
+// One job at a time: a caller that finds the pool busy (another thread quantizing concurrently) falls
+// back to short-lived threads.  A forked child gets a fresh pool (the parent's threads do not exist
+// there); the old one is leaked, as is the pool at exit, so no destructor ever waits on a thread.
+class WorkerPool {
+   public:
+    using Task = void (*)(void* ctx, int worker);
+    static constexpr int kMaxWorkers = 1 << 16;
+
+    static WorkerPool& get() {
+        static std::atomic<WorkerPool*> instance{nullptr};
+        static std::mutex create_mutex;
+        WorkerPool* p = instance.load(std::memory_order_acquire);
+        const long pid = static_cast<long>(getpid());
+        if (p == nullptr || p->pid_ != pid) {
+            std::lock_guard<std::mutex> lk(create_mutex);
+            p = instance.load(std::memory_order_acquire);
+            if (p == nullptr || p->pid_ != pid) {
+                p = new WorkerPool(pid);
+                instance.store(p, std::memory_order_release);
+            }
+        }
+        return *p;
+    }
+
+    // Runs task(ctx, w) for w in [1, workers) on pool threads and task(ctx, 0) on the caller; returns
+    // once all have finished.  False (nothing run) when the pool is busy with another caller's job.
+    bool run(int workers, Task task, void* ctx) {
+        std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
+        if (!busy.owns_lock()) return false;
+        const uint64_t before = job_.load(std::memory_order_relaxed);
+        while (static_cast<int>(threads_.size()) < workers - 1) {
+            const int id = static_cast<int>(threads_.size()) + 1;
+            threads_.emplace_back([this, id, before] { work(id, before); });  // the job below is new to it
+        }
+        task_ = task;
+        ctx_ = ctx;
+        remaining_.store(workers - 1, std::memory_order_relaxed);
+        {
+            // The job word carries the worker count, so that threads left out of this job never read
+            // the fields above (which the next job may already be rewriting).
+            std::lock_guard<std::mutex> lk(wake_mutex_);
+            const uint64_t seq = (before >> 16) + 1;
+            job_.store((seq << 16) | static_cast<uint64_t>(workers), std::memory_order_release);
+        }
+        wake_.notify_all();
+        task(ctx, 0);
+        for (int spins = 0; remaining_.load(std::memory_order_acquire) != 0; ++spins)
+            if (spins > 64) std::this_thread::yield();
+        return true;
+    }
+
+   private:
+    explicit WorkerPool(long pid) : pid_(pid) {}
+
+    void work(int id, uint64_t seen) {
+        for (;;) {
+            uint64_t job = job_.load(std::memory_order_acquire);
+            for (int spins = 0; job == seen && spins < kPollSpins; ++spins) {
+                if (spins > 64) std::this_thread::yield();
+                job = job_.load(std::memory_order_acquire);
+            }
+            if (job == seen) {
+                std::unique_lock<std::mutex> lk(wake_mutex_);
+                wake_.wait(lk, [&] { return (job = job_.load(std::memory_order_acquire)) != seen; });
+            }
+            seen = job;
+            if (id < static_cast<int>(job & 0xffffu)) {
+                task_(ctx_, id);
+                remaining_.fetch_sub(1, std::memory_order_release);
+            }
+        }
+    }
+
+    static constexpr int kPollSpins = 2000;  // yields between jobs before sleeping (about a millisecond)
+
+    const long pid_;
+    std::mutex run_mutex_;
+    std::vector<std::thread> threads_;
+    std::mutex wake_mutex_;
+    std::condition_variable wake_;
+    std::atomic<uint64_t> job_{0};  // (sequence number << 16) | worker count of the latest job
+    std::atomic<int> remaining_{0};
+    Task task_ = nullptr;
+    void* ctx_ = nullptr;
+};
+
+}  // namespace
+
+// Dynamic hand-out keeps both cores busy to the end even when one of them is slowed by other load,
+// where a fixed half each would leave one waiting.
+void run_chunks(int64_t n, int64_t values_per_item, int nthreads, ChunkFn fn, void* fn_ctx) {
+    int64_t workers = std::min<int64_t>(std::max(1, nthreads), WorkerPool::kMaxWorkers - 1);
+    const int64_t by_size = std::max<int64_t>(1, (n * values_per_item) / kMinValuesPerThread);
+    workers = std::min(workers, std::min(by_size, std::max<int64_t>(1, n)));
+    if (workers == 1) {
+        fn(fn_ctx, 0, n);
+        return;
+    }
+    // About sixteen chunks per worker, none below kMinValuesPerChunk values.
+    const int64_t min_items = std::max<int64_t>(1, kMinValuesPerChunk / std::max<int64_t>(1, values_per_item));
+    const int64_t chunk = std::max(min_items, (n + 16 * workers - 1) / (16 * workers));
+    struct Ctx {
+        ChunkFn fn;
+        void* fn_ctx;
+        int64_t n, chunk;
+        std::atomic<int64_t> next{0};
+    } ctx{fn, fn_ctx, n, chunk};
+    const WorkerPool::Task task = [](void* p, int) {
+        Ctx& c = *static_cast<Ctx*>(p);
+        for (;;) {
+            const int64_t b = c.next.fetch_add(c.chunk, std::memory_order_relaxed);
+            if (b >= c.n) return;
+            c.fn(c.fn_ctx, b, std::min(c.n, b + c.chunk));
+        }
+    };
+    if (WorkerPool::get().run(static_cast<int>(workers), task, &ctx)) return;
+    std::vector<std::thread> pool;
+    pool.reserve(workers - 1);
+    for (int64_t w = 1; w < workers; ++w) {
+        pool.emplace_back([&ctx, task, w] { task(&ctx, static_cast<int>(w)); });
+    }
+    task(&ctx, 0);
+    for (auto& t : pool) t.join();
+}
+
+}  // namespace sqat::parallel
