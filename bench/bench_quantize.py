@@ -57,11 +57,23 @@ def bench_format(
 
     ggml = libggml.load()
     timing_kw = {"warmup": args.warmup, "repeats": args.repeats, "budget_s": args.budget}
+    best = "auto"
+
+    def on(variant: str, n: int) -> Any:
+        def run() -> Any:
+            sqat_kernels.set_cpu_variant(variant)
+            return sqat_kernels.quantize(x, fmt, imatrix, threads=n)
+
+        return run
+
     competitors: dict[str, Any] = {
-        "sqat_1t": lambda: sqat_kernels.quantize(x, fmt, imatrix, threads=1),
-        f"sqat_{threads}t": lambda: sqat_kernels.quantize(x, fmt, imatrix, threads=threads),
+        "sqat_1t": on(best, 1),
+        f"sqat_{threads}t": on(best, threads),
         "libggml_1t": lambda: ggml.quantize(x, fmt, imatrix),
     }
+    # Each instruction-set variant forced, one thread ("sqat_1t" is the automatic per-type choice).
+    for variant in sqat_kernels.supported_cpu_variants():
+        competitors[f"sqat_{variant}_1t"] = on(variant, 1)
     gguf_q = _gguf_py_quantizer(fmt)
     # gguf-py has no imatrix path; it is comparable where llama.cpp ignores the imatrix too
     if gguf_q is not None and (imatrix is None or fmt in IMATRIX_IGNORED):
@@ -70,10 +82,15 @@ def bench_format(
     record: dict[str, Any] = {"format": fmt, "imatrix": imatrix is not None, "timings": {}}
     for name, t in measure_interleaved(competitors, **timing_kw).items():
         record["timings"][name] = {**t.as_dict(), "mweights_per_s": x.size / t.median_s / 1e6}
+    sqat_kernels.set_cpu_variant(best)
     expected = ggml.quantize(x, fmt, imatrix)
-    record["bytes_match_libggml"] = bool(
-        np.array_equal(np.asarray(sqat_kernels.quantize(x, fmt, imatrix)), expected)
-    )
+    record["best_variant"] = best
+    record["bytes_match_libggml"] = True
+    for variant in sqat_kernels.supported_cpu_variants():
+        sqat_kernels.set_cpu_variant(variant)
+        same = np.array_equal(np.asarray(sqat_kernels.quantize(x, fmt, imatrix)), expected)
+        record["bytes_match_libggml"] &= bool(same)
+    sqat_kernels.set_cpu_variant(best)
     base = record["timings"]["libggml_1t"]["median_s"]
     record["speedup_vs_libggml_1t"] = {
         name: base / t["median_s"] for name, t in record["timings"].items() if name != "libggml_1t"
@@ -121,15 +138,20 @@ def main(argv: list[str] | None = None) -> int:
         records.append(bench_format(fmt, x, imatrix, args.threads, args))
         print(f"  {fmt} done", file=sys.stderr, flush=True)
 
+    import sqat_kernels
+
     nt = f"sqat_{args.threads}t"
+    others = sqat_kernels.supported_cpu_variants()
     header = [
         "format",
-        "sqat 1T",
+        "sqat 1T (auto)",
         f"sqat {args.threads}T",
         "libggml 1T",
         "gguf-py",
         "sqat1T/ggml",
         f"sqat{args.threads}T/ggml",
+        *[f"{v} 1T/ggml" for v in others],
+        f"{args.threads}T/1T",
         "bytes==",
     ]
     rows = []
@@ -144,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 t["gguf_py"]["mweights_per_s"] if "gguf_py" in t else None,
                 s["sqat_1t"],
                 s[nt],
+                *[s[f"sqat_{v}_1t"] for v in others],
+                s[nt] / s["sqat_1t"],
                 "yes" if r["bytes_match_libggml"] else "NO",
             ]
         )

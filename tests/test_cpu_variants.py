@@ -20,15 +20,14 @@ from cases import IMATRIX_KINDS, cases_for, make_imatrix, rng_for
 from libggml import FORMATS, block_info, load
 from report import assert_bitwise_equal, assert_blocks_equal
 
-VARIANTS = sk.supported_cpu_variants()
+VARIANTS = [*sk.supported_cpu_variants(), "auto"]
 
 
 @pytest.fixture(params=VARIANTS)
 def variant(request):
-    before = sk.cpu_variant()
     sk.set_cpu_variant(request.param)
     yield request.param
-    sk.set_cpu_variant(before)
+    sk.set_cpu_variant("auto")
 
 
 def _matrix():
@@ -75,7 +74,7 @@ def test_ragged_shapes(variant, fmt, nrows, blocks_per_row):
 
 
 def test_variant_api():
-    assert VARIANTS[-1] == "scalar" and sk.cpu_variant() in VARIANTS
+    assert sk.supported_cpu_variants()[-1] == "scalar" and sk.cpu_variant() in VARIANTS
     with pytest.raises(ValueError, match="unknown CPU variant"):
         sk.set_cpu_variant("sse9")
 

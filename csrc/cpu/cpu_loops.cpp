@@ -49,6 +49,7 @@ const Variant* best() {
 }
 
 std::atomic<const Variant*> g_active{nullptr};
+std::atomic<bool> g_forced{false};
 
 const Variant& active() {
     const Variant* v = g_active.load(std::memory_order_acquire);
@@ -57,6 +58,35 @@ const Variant& active() {
         g_active.store(v, std::memory_order_release);
     }
     return *v;
+}
+
+#if defined(SQAT_HAVE_X86_VARIANTS)
+// Measured (bench/bench_quantize.py, Xeon with AVX-512): the 32-value legacy blocks and the BF16 stream
+// run faster from the AVX2 build than from the AVX-512 one (narrower vectors fit the 32-value blocks,
+// and no 512-bit frequency penalty on this memory-bound work), while the K-quants, IQ4 and F16 gain
+// from AVX-512.  Unless a variant was forced, those types use AVX2 on an AVX-512 CPU.  Same bytes.
+bool prefers_avx2(int type) {
+    switch (type) {
+        case 2: case 3: case 6: case 7: case 8:  // Q4_0 Q4_1 Q5_0 Q5_1 Q8_0
+        case 30:                                  // BF16
+            return true;
+        default:
+            return false;
+    }
+}
+#endif
+
+const Kernels& kernels_for(int type) {
+    const Variant& v = active();
+#if defined(SQAT_HAVE_X86_VARIANTS)
+    if (v.kernels == &sqat_cpu_kernels_avx512 && !g_forced.load(std::memory_order_relaxed) &&
+        prefers_avx2(type)) {
+        return sqat_cpu_kernels_avx2;
+    }
+#else
+    (void)type;
+#endif
+    return *v.kernels;
 }
 
 }  // namespace
@@ -69,29 +99,35 @@ bool variant_supported(const char* name) {
 }
 
 bool set_variant(const char* name) {
+    if (std::strcmp(name, "auto") == 0) {
+        g_forced.store(false, std::memory_order_relaxed);
+        g_active.store(best(), std::memory_order_release);
+        return true;
+    }
     const Variant* v = find(name);
     if (v == nullptr || !v->runnable()) return false;
+    g_forced.store(true, std::memory_order_relaxed);
     g_active.store(v, std::memory_order_release);
     return true;
 }
 
 int64_t quantize_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
                       uint8_t* y, int nthreads) {
-    return active().kernels->quantize_rows(type, x, nrows, n_per_row, imatrix, y, nthreads);
+    return kernels_for(type).quantize_rows(type, x, nrows, n_per_row, imatrix, y, nthreads);
 }
 
 int64_t fake_quant_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
                         float* out, int nthreads) {
-    return active().kernels->fake_quant_rows(type, x, nrows, n_per_row, imatrix, out, nthreads);
+    return kernels_for(type).fake_quant_rows(type, x, nrows, n_per_row, imatrix, out, nthreads);
 }
 
 void clipped_grad_rows(int type, const float* x, int64_t nrows, int64_t n_per_row, const float* imatrix,
                        const float* grad, float* grad_out, int nthreads) {
-    active().kernels->clipped_grad_rows(type, x, nrows, n_per_row, imatrix, grad, grad_out, nthreads);
+    kernels_for(type).clipped_grad_rows(type, x, nrows, n_per_row, imatrix, grad, grad_out, nthreads);
 }
 
 void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_row, float* x, int nthreads) {
-    active().kernels->dequantize_rows(type, y, nrows, n_per_row, x, nthreads);
+    kernels_for(type).dequantize_rows(type, y, nrows, n_per_row, x, nthreads);
 }
 
 }  // namespace sqat::cpu

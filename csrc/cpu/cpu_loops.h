@@ -30,10 +30,11 @@ void dequantize_rows(int type, const uint8_t* y, int64_t nrows, int64_t n_per_ro
 namespace sqat::cpu {
 
 // Instruction-set variants of the loops above, all byte-identical: "scalar" (the baseline build),
-// "avx2" (AVX2 + F16C) and "avx512" (AVX-512 F/BW/DQ/VL).  The best one this CPU supports is used
-// unless set_variant picks another.
+// "avx2" (AVX2 + F16C) and "avx512" (AVX-512 F/BW/DQ/VL).  By default ("auto") the best one this CPU
+// supports is used, per type (a few types run faster from AVX2 on AVX-512 CPUs); set_variant forces one
+// for every type, or goes back to "auto".
 const char* active_variant();
 bool variant_supported(const char* name);   // compiled in and runnable on this CPU
-bool set_variant(const char* name);         // false (and no change) if not supported
+bool set_variant(const char* name);         // "auto" or a variant; false (no change) if not supported
 
 }  // namespace sqat::cpu

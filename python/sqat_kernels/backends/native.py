@@ -20,7 +20,7 @@ CPU_VARIANTS = ("avx512", "avx2", "scalar")
 
 
 def cpu_variant() -> str:
-    """The CPU kernels' instruction-set variant in use: "avx512", "avx2" or "scalar"."""
+    """The CPU kernels' instruction-set variant: "avx512", "avx2" or "scalar" (see set_cpu_variant)."""
     return _C.cpu_variant()
 
 
@@ -30,14 +30,15 @@ def supported_cpu_variants() -> list[str]:
 
 
 def set_cpu_variant(name: str) -> None:
-    """Use the CPU kernel variant `name` ("avx512", "avx2" or "scalar") from now on, in this process.
+    """Force CPU kernel variant `name` ("avx512", "avx2" or "scalar") for every type, or go back to "auto".
 
-    The default is the best variant the CPU supports; the environment variable SQAT_CPU_VARIANT sets
-    another one when the package is imported. Raises ValueError for an unknown name or a variant this
-    build or CPU cannot run.
+    "auto" (the default) uses the best variant the CPU supports, per type (on AVX-512 CPUs the 32-value
+    legacy formats and BF16 run from the faster AVX2 build). The environment variable SQAT_CPU_VARIANT
+    sets the variant when the package is imported. All variants give identical bytes. Raises ValueError
+    for an unknown name or a variant this build or CPU cannot run.
     """
-    if name not in CPU_VARIANTS:
-        raise ValueError(f"unknown CPU variant {name!r}; valid: {', '.join(CPU_VARIANTS)}")
+    if name not in (*CPU_VARIANTS, "auto"):
+        raise ValueError(f"unknown CPU variant {name!r}; valid: auto, {', '.join(CPU_VARIANTS)}")
     if not _C.set_cpu_variant(name):
         supported = ", ".join(supported_cpu_variants())
         raise ValueError(f"CPU variant {name!r} cannot run here; supported: {supported}")
