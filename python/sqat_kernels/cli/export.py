@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output-tensor-type", default=None)
     parser.add_argument("--token-embedding-type", default=None)
+    parser.add_argument(
+        "--imatrix", type=Path, default=None, help="llama.cpp imatrix file (GGUF or legacy .dat)"
+    )
     parser.add_argument("--threads", type=int, default=None)
 
 

@@ -1,0 +1,44 @@
+"""`sqat quantize IN.gguf OUT.gguf TYPE`: llama-quantize's job, byte-identical output, native kernels."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "quantize"
+HELP = "quantize a Llama GGUF file (F32/F16/BF16) to a recipe, byte-identical to llama-quantize"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", type=Path, help="input .gguf (F32, F16 or BF16 tensors)")
+    parser.add_argument("dst", type=Path, help="output .gguf (written atomically)")
+    parser.add_argument(
+        "type", help="recipe: Q4_K_M, Q5_K_M, Q6_K, Q8_0, IQ4_XS, Q4_0, ... (see `sqat recipe`)"
+    )
+    parser.add_argument(
+        "--imatrix", type=Path, default=None, help="llama.cpp imatrix file (GGUF or legacy .dat)"
+    )
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--pure", action="store_true", help="one type for every tensor")
+    parser.add_argument("--output-tensor-type", default=None)
+    parser.add_argument("--token-embedding-type", default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export.requantize import requantize_gguf
+
+    try:
+        requantize_gguf(
+            args.src,
+            args.dst,
+            args.type,
+            imatrix=args.imatrix,
+            pure=args.pure,
+            threads=args.threads,
+            output_tensor_type=args.output_tensor_type,
+            token_embedding_type=args.token_embedding_type,
+        )
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise SystemExit(f"sqat quantize: {exc}") from exc
+    print(f"wrote {args.dst} ({args.dst.stat().st_size / 2**20:.1f} MiB)")
+    return 0
