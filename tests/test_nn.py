@@ -7,32 +7,16 @@ import pytest
 import sqat_kernels as sk
 import torch
 import torch.nn.functional as F
-import transformers
 from sqat_kernels import recipes
 from sqat_kernels.nn import QATConfig, QATEmbedding, QATLinear, convert, prepare, qat_modules
 from sqat_kernels.schedule import BitWidthSchedule
+from tiny_models import tiny_llama as random_tiny_llama
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
-def tiny_llama(hidden=64, layers=2, heads=4, kv=2, ff=256, vocab=96, tied=True, seed=0):
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(
-        hidden_size=hidden,
-        intermediate_size=ff,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        vocab_size=vocab,
-        tie_word_embeddings=tied,
-        max_position_embeddings=64,
-    )
-    model = transformers.LlamaForCausalLM(cfg)
-    with torch.no_grad():  # weights on the scale of a trained model, so fake quant is not trivial
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.05)
-    return model
+def tiny_llama(vocab=96, **kw):
+    return random_tiny_llama(vocab=vocab, **kw)
 
 
 class CountFakeQuant(TorchDispatchMode):
