@@ -11,6 +11,7 @@ Pure Python: importing this module does not import torch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -369,14 +370,19 @@ def tensor_types(
     return {c.name: c.qtype for c in table}
 
 
+@functools.lru_cache(maxsize=8)
+def _llama_name_map(n_layer: int) -> gguf.TensorNameMap:
+    # Building gguf-py's map costs ~10 ms (it formats every known name for every layer): build it once.
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layer)
+
+
 def hf_to_gguf_name(hf_name: str, n_layer: int) -> str:
     """HF parameter name of a LlamaForCausalLM -> the GGUF tensor name convert_hf_to_gguf gives it.
 
     "model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight"; "lm_head.weight" -> "output.weight".
     Raises ValueError for a name the Llama converter does not write.
     """
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layer)
-    mapped = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    mapped = _llama_name_map(n_layer).get_name(hf_name, try_suffixes=(".weight", ".bias"))
     if mapped is None:
         raise ValueError(f"{hf_name!r} is not a tensor of a Llama model with {n_layer} layers")
     return mapped

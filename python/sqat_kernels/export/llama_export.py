@@ -14,32 +14,41 @@ import numpy as np
 from ..formats import get_format
 from ..quant import quantize
 from ..recipes import LlamaShape, file_type, recipe_table
+from .hf_weights import SafetensorsCheckpoint
 from .llama_metadata import read_vocab, write_llama_metadata
-from .tensors import gguf_tensors
+from .tensors import gguf_name_map, to_gguf_layout
 from .writer import write_gguf
 
 FLOAT_RECIPES = ("F32", "F16", "BF16")
 
 
 def _load(model_or_dir: Any, tokenizer_dir: str | os.PathLike[str] | None):
-    """(config, state dict of float32 arrays, QAT settings per HF module name, tokenizer dir)."""
+    """(config, tensor source, tokenizer dir): a directory is read lazily from its safetensors files (no
+    torch); a model object gives its state dict."""
     if isinstance(model_or_dir, (str, os.PathLike)):
         model_dir = Path(model_or_dir)
         config_path = model_dir / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
         config = json.loads(config_path.read_text())
-        LlamaShape.from_hf_config(config)  # architecture check before loading any weights
-        import torch
-        from transformers import LlamaForCausalLM
-
-        model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
-        return model.config, model, tokenizer_dir or model_dir
+        LlamaShape.from_hf_config(config)  # architecture check before touching any weights
+        return config, SafetensorsCheckpoint(model_dir), tokenizer_dir or model_dir
     if tokenizer_dir is None:
         raise ValueError("exporting a model object needs tokenizer_dir (the tokenizer files' directory)")
     if not hasattr(model_or_dir, "config"):
         raise ValueError("export_gguf expects a Hugging Face model directory or a LlamaForCausalLM")
     return model_or_dir.config, model_or_dir, tokenizer_dir
+
+
+class _StateDict:
+    """A loaded model's parameters as float32 arrays, with the checkpoint reader's interface."""
+
+    def __init__(self, model: Any) -> None:
+        self._state = {k: v for k, v in model.state_dict().items() if not k.endswith("imatrix")}
+        self.names = list(self._state)
+
+    def get(self, name: str) -> np.ndarray:
+        return self._state[name].detach().to("cpu").float().numpy()
 
 
 def _qat_settings(model: Any) -> dict[str, tuple[str, str, Any]]:
@@ -86,7 +95,10 @@ def export_gguf(
             whose layers were prepared for another recipe or are not at their recipe type yet.
         FileNotFoundError: missing config or tokenizer files. OSError: the file could not be written.
     """
-    config, model, tok_dir = _load(model_or_dir, tokenizer_dir)
+    config, source, tok_dir = _load(model_or_dir, tokenizer_dir)
+    model = None if isinstance(source, SafetensorsCheckpoint) else source
+    if model is not None:
+        source = _StateDict(model)
     shape = LlamaShape.from_hf_config(config)
     recipe = ftype.upper()
     table = recipe_table(
@@ -101,59 +113,56 @@ def export_gguf(
     vocab = read_vocab(tok_dir, shape.n_vocab)
     if len(vocab.tokens) != shape.n_vocab:
         raise ValueError(f"tokenizer has {len(vocab.tokens)} ids, config.vocab_size is {shape.n_vocab}")
-    qat = _qat_settings(model)
+    qat = _qat_settings(model) if model is not None else {}
     imatrix = dict(imatrix or {})
     unknown = set(imatrix) - set(types)
     if unknown:
         raise ValueError(f"imatrix names tensors this model does not have: {sorted(unknown)[:5]}")
 
-    state = {
-        k: v.detach().to("cpu").float().numpy()
-        for k, v in model.state_dict().items()
-        if not k.endswith("imatrix")
-    }
-    sources = {t.gguf_name: t for t in gguf_tensors(state, shape)}
-    if set(sources) != set(types):
+    hf_of = gguf_name_map(source.names, shape)
+    if set(hf_of) != set(types):
         raise ValueError(
-            f"model tensors {sorted(set(sources) ^ set(types))[:5]} do not match a Llama "
-            f"model of config {shape}"
+            f"model tensors {sorted(set(hf_of) ^ set(types))[:5]} do not match a Llama model of {shape}"
         )
-    for t in sources.values():
-        setting = qat.get(t.hf_name)
+    ne_of = shape.tensor_shapes()
+    for gguf_name, hf_name in hf_of.items():
+        setting = qat.get(hf_name)
         if setting is None:
             continue
         recipe_type, active, qat_imatrix = setting
-        if recipe_type != types[t.gguf_name]:
+        if recipe_type != types[gguf_name]:
             raise ValueError(
-                f"{t.hf_name} was prepared for {recipe_type}, but recipe {recipe} gives "
-                f"{t.gguf_name} {types[t.gguf_name]}: export with the recipe used in prepare()"
+                f"{hf_name} was prepared for {recipe_type}, but recipe {recipe} gives "
+                f"{gguf_name} {types[gguf_name]}: export with the recipe used in prepare()"
             )
         if active != recipe_type:
             raise ValueError(
-                f"{t.hf_name} is at rung {active}, not its recipe type {recipe_type}: finish the "
+                f"{hf_name} is at rung {active}, not its recipe type {recipe_type}: finish the "
                 "schedule before exporting, or the file would not hold what training saw"
             )
         if qat_imatrix is not None:
-            given = imatrix.get(t.gguf_name)
+            given = imatrix.get(gguf_name)
             im = qat_imatrix.detach().cpu().numpy()
             if given is not None and not np.array_equal(np.asarray(given, np.float32), im):
-                raise ValueError(f"{t.gguf_name}: the imatrix given differs from the one the QAT layer used")
-            imatrix[t.gguf_name] = im
+                raise ValueError(f"{gguf_name}: the imatrix given differs from the one the QAT layer used")
+            imatrix[gguf_name] = im
 
     quantized = recipe not in FLOAT_RECIPES
-    order = [c.name for c in table] if quantized else list(sources)
+    order = [c.name for c in table] if quantized else list(hf_of)
     entries = []
     for name in order:
         fmt = get_format(types[name])
-        data = sources[name].data
-        shape_np = tuple(data.shape)
-        nbytes = (
-            data.size * 4 if fmt.name == "F32" else fmt.row_bytes(shape_np[-1]) * (data.size // shape_np[-1])
-        )
+        ne = ne_of[name]
+        shape_np = tuple(reversed(ne))
+        n = int(np.prod(ne))
+        nbytes = n * 4 if fmt.name == "F32" else fmt.row_bytes(ne[0]) * (n // ne[0])
         entries.append((name, shape_np, fmt.ggml_type, nbytes))
+    np_shapes = {e[0]: e[1] for e in entries}
 
     def produce(name: str) -> np.ndarray:
-        data = sources[name].data
+        data = to_gguf_layout(name, source.get(hf_of[name]), shape)
+        if data.shape != np_shapes[name]:
+            raise ValueError(f"{hf_of[name]} has shape {data.shape}, the config implies {np_shapes[name]}")
         if not np.isfinite(data).all():
             row, col = np.argwhere(~np.isfinite(data.reshape(-1, data.shape[-1])))[0]
             raise ValueError(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..recipes import LlamaShape, hf_to_gguf_name
@@ -30,30 +27,24 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-@dataclass
-class SourceTensor:
-    """One HF parameter headed for the GGUF: its HF name, GGUF name and float32 values in GGUF row order."""
+def gguf_name_map(hf_names: list[str], shape: LlamaShape) -> dict[str, str]:
+    """GGUF name -> HF name for the tensors convert_hf_to_gguf writes, in `hf_names` order.
 
-    hf_name: str
-    gguf_name: str
-    data: np.ndarray  # float32 [ne1, ne0] or [ne0]
-
-
-def gguf_tensors(state: dict[str, np.ndarray], shape: LlamaShape) -> Iterator[SourceTensor]:
-    """The GGUF tensors of a Llama state dict, in the state dict's order (the converter's file order).
-
-    state: HF parameter name -> float32 array. A tied lm_head (same values as the embedding and no
-    separate output in the recipe) is not written, as convert_hf_to_gguf writes no output.weight for a
-    checkpoint without lm_head.
+    Rotary inv_freq buffers are dropped; so is a tied lm_head (the converter writes no output.weight for a
+    checkpoint without lm_head, and llama.cpp reuses token_embd).
     """
-    for hf_name, data in state.items():
-        if hf_name.endswith("rotary_emb.inv_freq"):
+    out: dict[str, str] = {}
+    for hf_name in hf_names:
+        if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and shape.tied_embeddings):
             continue
-        if hf_name == "lm_head.weight" and shape.tied_embeddings:
-            continue
-        gguf_name = hf_to_gguf_name(hf_name, shape.n_layer)
-        if ".attn_q." in gguf_name:
-            data = permute_qk(data, shape.n_head)
-        elif ".attn_k." in gguf_name:
-            data = permute_qk(data, shape.n_head_kv)
-        yield SourceTensor(hf_name, gguf_name, np.ascontiguousarray(data, dtype=np.float32))
+        out[hf_to_gguf_name(hf_name, shape.n_layer)] = hf_name
+    return out
+
+
+def to_gguf_layout(gguf_name: str, data: np.ndarray, shape: LlamaShape) -> np.ndarray:
+    """An HF tensor's values in GGUF row order (q/k permuted), float32, C-contiguous."""
+    if ".attn_q." in gguf_name:
+        data = permute_qk(data, shape.n_head)
+    elif ".attn_k." in gguf_name:
+        data = permute_qk(data, shape.n_head_kv)
+    return np.ascontiguousarray(data, dtype=np.float32)

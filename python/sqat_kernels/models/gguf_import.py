@@ -92,7 +92,8 @@ def decode_tensors(reader: gguf.GGUFReader, config) -> dict[str, np.ndarray]:
             data = unpermute_qk(data, config.num_attention_heads)
         elif ".attn_k." in t.name:
             data = unpermute_qk(data, config.num_key_value_heads)
-        out[by_gguf[t.name]] = np.ascontiguousarray(data, dtype=np.float32)
+        # A copy: F32 tensors are views into the read-only memory map of the file.
+        out[by_gguf[t.name]] = np.array(data, dtype=np.float32, order="C", copy=True)
     return out
 
 
