@@ -67,6 +67,7 @@ def train(
     rank: int = 0,
     world_size: int = 1,
     optimizer: torch.optim.Optimizer | None = None,
+    desc: str = "train",
 ) -> TrainResult:
     """Fine-tune a causal LM (labels = inputs) for `steps` optimiser steps with AdamW.
 
@@ -76,6 +77,8 @@ def train(
     found there and continues exactly as the uninterrupted run would (same batches, same updates).
     Under torch.distributed (DDP or FSDP2-wrapped `model`), pass rank / world_size: each rank trains on its
     slice of the global batch of `batch_size * world_size` windows.
+
+    `desc` labels the progress bar.
 
     Returns the per-step losses and rungs (of the whole run, resumed parts included).
     """
@@ -121,7 +124,7 @@ def train(
     if progress and rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=start, desc="train", unit="step")
+        bar = tqdm(total=steps, initial=start, desc=desc, unit="step")
     model.train()
     for step in range(start, steps):
         rung = schedule.current_rung if schedule is not None else "-"
