@@ -204,3 +204,26 @@ def test_gap_closed_arithmetic():
     assert gap_closed(rows, "X") == pytest.approx(0.75)
     rows[1]["perplexity"] = 9.0
     assert gap_closed(rows, "X") is None
+
+
+def test_own_loop_example_runs(tmp_path, hf_dir):
+    """examples/qat_own_loop.py, as a user runs it: trains, exports, and llama.cpp generates from the file."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "qat_own_loop.py"
+    env = dict(os.environ, SQAT_CACHE=str(hf_dir.parent))
+    run = subprocess.run(
+        [sys.executable, str(script), "--steps", "3", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "rung RECIPE" in run.stdout
+    assert (tmp_path / "model-Q4_K_M.gguf").is_file()
+    generated = run.stdout.split("llama.cpp:", 1)[1]
+    assert generated.strip()
