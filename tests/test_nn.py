@@ -167,6 +167,36 @@ def test_tied_embedding_is_fake_quantized_once_and_grads_are_ste(tied):
         assert torch.equal(module.weight.grad, reference.get_submodule(name).weight.grad), name
 
 
+class RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_training_forward_fake_quantizes_every_weight_before_the_first_matmul(tied):
+    model = tiny_llama(hidden=256, heads=4, kv=2, ff=256, tied=tied)
+    prepare(model, "Q4_K_M")
+    n_fq = len(list(qat_modules(model))) - (1 if tied else 0)
+    ids = torch.randint(0, 96, (2, 10))
+    with RecordOps() as rec:
+        model(input_ids=ids, labels=ids).loss.backward()
+    first_matmul = min(i for i, op in enumerate(rec.ops) if op in ("mm", "addmm", "bmm", "linear"))
+    assert rec.ops[:first_matmul].count("fake_quant") == n_fq
+    assert rec.ops.count("fake_quant") == n_fq
+    assert all(m._prefetched is None for _, m in qat_modules(model))  # each used once, none kept
+    with torch.no_grad(), RecordOps() as rec:  # inference: one at a time, nothing held ahead
+        model(input_ids=ids)
+    first_matmul = min(i for i, op in enumerate(rec.ops) if op in ("mm", "addmm", "bmm", "linear"))
+    assert rec.ops[:first_matmul].count("fake_quant") < n_fq
+    convert(model)
+    assert not model._forward_pre_hooks
+
+
 def test_gradient_accumulation_with_tied_embeddings():
     model = tiny_llama(hidden=256, heads=4, kv=2, ff=256, tied=True)
     prepare(model, "Q8_0")

@@ -51,6 +51,14 @@ class QATConfig:
             self.imatrix = imatrix.detach().to(torch.float32).contiguous()
 
 
+def _is_sharded(weight: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch without distributed support
+        return False
+    return isinstance(weight, DTensor)
+
+
 def _row_fallback(qtype: str, n: int) -> str:
     # A rung type the row does not split into (only possible for rungs coarser than the recipe's own
     # fallback-checked type): llama-quantize would store such a tensor as F16.
@@ -62,6 +70,7 @@ class _QATMixin:
 
     config: QATConfig
     weight: nn.Parameter
+    _prefetched: tuple | None = None
 
     def _init_qat(self, config: QATConfig, schedule: BitWidthSchedule | None) -> None:
         n = self.weight.shape[-1]
@@ -96,8 +105,40 @@ class _QATMixin:
         """The weight the forward uses: fake-quantized to `active_qtype`, in the weight's dtype.
 
         In float32 this is bit-identical to dequantize(quantize(weight, active_qtype, imatrix)). For a
-        bf16/fp16 weight the dequantized value is rounded once to that dtype.
+        bf16/fp16 weight the dequantized value is rounded once to that dtype. A result computed ahead by
+        `prefetch` is used (once) when the weight, its version, the type and the grad mode are unchanged.
         """
+        ahead, self._prefetched = self._prefetched, None
+        if ahead is not None:
+            weight, version, qtype, grad_mode, out = ahead
+            if (
+                weight is self.weight
+                and version == weight._version
+                and qtype == self.active_qtype
+                and grad_mode == torch.is_grad_enabled()
+            ):
+                return out
+        return self._fake_quantize()
+
+    def prefetch(self) -> None:
+        """Compute the next forward's fake-quantized weight now.
+
+        prepare() calls this for every layer, back to back, before a model's training forward: one burst
+        of sqat kernels instead of one call between every two matmuls, whose thread pools then keep
+        contending for the cores (PyTorch's OpenMP threads spin for a while after each matmul). The
+        values are the same; only the time they are computed at moves.
+        """
+        if _is_sharded(self.weight):
+            return  # FSDP2 holds a shard here; the full weight only exists inside the layer's forward
+        self._prefetched = (
+            self.weight,
+            self.weight._version,
+            self.active_qtype,
+            torch.is_grad_enabled(),
+            self._fake_quantize(),
+        )
+
+    def _fake_quantize(self) -> torch.Tensor:
         qtype = self.active_qtype
         if qtype in _FLOAT:
             return self.weight
@@ -160,6 +201,10 @@ class QATLinear(_QATMixin, nn.Linear):
             if shared is not None:
                 return shared
         return super().fake_weight()
+
+    def prefetch(self) -> None:
+        if not self._tied:  # a tied lm_head reuses the embedding's result instead
+            super().prefetch()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.fake_weight(), self.bias)

@@ -102,7 +102,16 @@ def prepare(
                 )
             qat = QATLinear.from_linear(module, config_for(gguf_name), schedule)
         _set_child(model, name, qat)
+    model._sqat_prefetch_hook = model.register_forward_pre_hook(_prefetch_fake_weights)
     return model
+
+
+def _prefetch_fake_weights(model: nn.Module, args: tuple) -> None:
+    # Training forwards only: their fake-quantized weights are kept for backward anyway, so computing
+    # them all up front costs no memory; an inference forward keeps freeing each after its matmul.
+    if torch.is_grad_enabled():
+        for _, module in qat_modules(model):
+            module.prefetch()
 
 
 def convert(model: nn.Module) -> nn.Module:
@@ -111,6 +120,10 @@ def convert(model: nn.Module) -> nn.Module:
     The weights equal, bit for bit, what a forward at the current rung uses (the last forward's, if no
     optimiser step happened since); a tied lm_head and embedding keep sharing one Parameter.
     """
+    hook = getattr(model, "_sqat_prefetch_hook", None)
+    if hook is not None:
+        hook.remove()
+        del model._sqat_prefetch_hook
     converted: dict[int, nn.Parameter] = {}
     for name, module in list(qat_modules(model)):
         if isinstance(module, QATEmbedding):
