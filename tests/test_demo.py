@@ -136,12 +136,14 @@ def test_score_ggufs_rejects_bad_input(ggufs):
         )
 
 
-def test_demo_end_to_end_small(tmp_path, monkeypatch, hf_dir, capsys):
+@pytest.mark.parametrize("imatrix_batches", [0, 1], ids=["plain", "imatrix"])
+def test_demo_end_to_end_small(tmp_path, monkeypatch, hf_dir, capsys, imatrix_batches):
     monkeypatch.setenv("SQAT_CACHE", str(hf_dir.parent))  # reuse the module's imported model
     out = tmp_path / "demo"
     config = DemoConfig(
         out_dir=out,
         recipes=("Q4_0-pure",),
+        imatrix_batches=imatrix_batches,
         steps=4,
         seq_len=32,
         batch=2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from sqat_kernels.cli import main as sqat_main
@@ -173,3 +174,29 @@ def test_sqat_train_cli(tmp_path, capsys):
                 str(out),
             ]
         )
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_collect_imatrix_is_the_mean_squared_input_of_every_matmul(tied):
+    from sqat_kernels.recipes import LlamaShape, tensor_types
+    from sqat_kernels.train import collect_imatrix
+
+    model = tiny_llama(hidden=64, heads=4, kv=2, ff=128, layers=2, tied=tied)
+    model.train()
+    batches = [torch.randint(0, model.config.vocab_size, (2, 9)) for _ in range(3)]
+    inputs: dict[str, list[torch.Tensor]] = {}
+    handle = model.model.layers[1].mlp.down_proj.register_forward_pre_hook(
+        lambda m, a: inputs.setdefault("down", []).append(a[0].detach().reshape(-1, a[0].shape[-1]))
+    )
+    imatrix = collect_imatrix(model, batches, progress=False)
+    handle.remove()
+    assert model.training  # mode restored
+    types = tensor_types(LlamaShape.from_hf_config(model.config), "Q4_K_M", imatrix=True)
+    expected_names = {n for n in types if n != "token_embd.weight" and not n.endswith("norm.weight")}
+    assert set(imatrix) == expected_names  # every matmul weight; no token_embd; output only when untied
+    x = torch.cat(inputs["down"]).double()
+    expected = (x * x).mean(dim=0).float().numpy()
+    got = imatrix["blk.1.ffn_down.weight"]
+    assert got.dtype == np.float32 and got.shape == (128,)
+    np.testing.assert_array_equal(got, expected)
+    prepare(model, "Q4_K_M", imatrix=imatrix)  # the names and shapes are what prepare accepts

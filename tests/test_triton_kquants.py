@@ -17,6 +17,9 @@ import torch
 from sqat_kernels import _C
 from sqat_kernels.backends import triton as tk
 
+# Real kernels on a GPU; on CPU-only machines the interpreter (TRITON_INTERPRET=1, set by conftest).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 FORMATS = ["Q6_K", "IQ4_XS", "Q4_K", "Q5_K"]
 N = 512  # two super-blocks per row
 
@@ -70,16 +73,18 @@ def test_bitwise_equal_to_native(qtype: str, imatrix_kind: str) -> None:
     x = np.ascontiguousarray(np.concatenate(list(inputs.values()), axis=0))
     im = _imatrix(imatrix_kind, seed=7)
     want = _C.fake_quant(x, fmt.type_id, im, 1)
-    got = tk.fake_quant(torch.from_numpy(x), fmt, None if im is None else torch.from_numpy(im))
+    got = tk.fake_quant(
+        torch.from_numpy(x).to(DEVICE), fmt, None if im is None else torch.from_numpy(im).to(DEVICE)
+    )
     assert got.dtype == torch.float32 and tuple(got.shape) == x.shape
-    bad = got.numpy().view(np.uint32) != want.view(np.uint32)
+    bad = got.cpu().numpy().view(np.uint32) != want.view(np.uint32)
     if bad.any():
         kinds = list(inputs)
         failing = sorted({kinds[r // 2] for r in np.nonzero(bad.any(axis=1))[0]})
         r, c = np.argwhere(bad)[0]
         pytest.fail(
             f"{qtype}/{imatrix_kind}: {int(bad.sum())} values differ in inputs {failing}; "
-            f"x[{r},{c}]={x[r, c]!r}: triton {got[r, c].item()!r} vs native {want[r, c]!r}"
+            f"x[{r},{c}]={x[r, c]!r}: triton {got.cpu()[r, c].item()!r} vs native {want[r, c]!r}"
         )
 
 
@@ -94,11 +99,11 @@ def test_several_programs_and_rows(qtype: str, monkeypatch: pytest.MonkeyPatch) 
     x = (0.05 * rng.standard_normal((13, 768))).astype(np.float32)  # 39 super-blocks
     im = (rng.random(768) + 0.1).astype(np.float32)
     want = _C.fake_quant(x, fmt.type_id, im, 1)
-    got = tk.fake_quant(torch.from_numpy(x), fmt, torch.from_numpy(im))
-    assert np.array_equal(got.numpy().view(np.uint32), want.view(np.uint32))
+    got = tk.fake_quant(torch.from_numpy(x).to(DEVICE), fmt, torch.from_numpy(im).to(DEVICE))
+    assert np.array_equal(got.cpu().numpy().view(np.uint32), want.view(np.uint32))
 
 
 def test_rejects_bad_row_length() -> None:
     """Rows must hold whole 256-value super-blocks."""
     with pytest.raises(ValueError, match="multiple of 256"):
-        tk.fake_quant(torch.zeros(2, 320), sqat_kernels.get_format("Q6_K"), None)
+        tk.fake_quant(torch.zeros(2, 320, device=DEVICE), sqat_kernels.get_format("Q6_K"), None)

@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-chunks", type=int, default=d.eval_chunks, help="held-out chunks scored (default: %(default)s)"
     )
+    parser.add_argument(
+        "--imatrix",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="use an importance matrix from this many training batches of the base model (default: none)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=d.seed)
 
@@ -88,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         ste=args.ste,
         eval_ctx=args.eval_ctx,
         eval_chunks=args.eval_chunks,
+        imatrix_batches=args.imatrix,
         threads=args.threads,
         seed=args.seed,
     )

@@ -58,10 +58,15 @@ def table_lines(rows: list[dict], gaps: dict[str, float | None]) -> list[str]:
         "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|",
     ]
     lines += [line(b) for b in body]
+    lines.append("")
     for recipe, g in gaps.items():
         text = "PTQ shows no perplexity gap" if g is None else f"{g * 100:.0f} %"
-        lines.append("")
-        lines.append(f"QAT {recipe}: share of the PTQ perplexity gap closed = {text}")
+        ptq, qat = _row(rows, f"fine-tuned PTQ {recipe}"), _row(rows, f"QAT {recipe}")
+        kl = ""
+        if ptq is not None and qat is not None and ptq["mean_kl"] > 0:
+            change = qat["mean_kl"] / ptq["mean_kl"] - 1
+            kl = f"; mean KL {ptq['mean_kl']:.4f} -> {qat['mean_kl']:.4f} ({change:+.0%})"
+        lines.append(f"- QAT {recipe}: share of the PTQ perplexity gap closed = {text}{kl}")
     return lines
 
 
@@ -146,7 +151,10 @@ def _plot(summary: Any, path: Path) -> None:
     ax_ppl.set_yticks(range(len(rows)), names, fontsize=8)
     ax_ppl.invert_yaxis()
     lo = min(ppl)
-    ax_ppl.set_xlim(lo * 0.9, max(ppl) * 1.03)
+    ax_ppl.set_xlim(lo * 0.9, max(ppl) * 1.06)
+    ref = _row(rows, REFERENCE)
+    if ref is not None:
+        ax_ppl.axvline(ref["perplexity"], color="#4c72b0", ls="--", lw=1)
     for i, v in enumerate(ppl):
         ax_ppl.text(v, i, f" {v:.2f}", va="center", fontsize=8)
     ax_ppl.set_xlabel("held-out perplexity (llama.cpp)")

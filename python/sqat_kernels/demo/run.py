@@ -62,6 +62,7 @@ class DemoConfig:
     ste: str = "identity"
     eval_ctx: int = 512
     eval_chunks: int = 12
+    imatrix_batches: int = 0  # >0: an importance matrix from this many batches, for PTQ and QAT alike
     threads: int | None = None
     seed: int = 0
     progress: bool = True
@@ -98,6 +99,8 @@ def _check(config: DemoConfig) -> list[Recipe]:
     for name in ("steps", "seq_len", "batch", "eval_chunks"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.imatrix_batches < 0:
+        raise ValueError(f"imatrix_batches must be >= 0, got {config.imatrix_batches}")
     if config.steps < 10 and config.schedule == "linear":
         # fewer steps than rungs' spans make a schedule that skips rungs; allowed, but say so
         _say(f"note: {config.steps} steps are too few for a meaningful linear schedule")
@@ -116,7 +119,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     from ..models.smollm2 import smollm2_hf_dir
     from ..nn import prepare
     from ..schedule import BitWidthSchedule
-    from ..train import TokenWindows, train
+    from ..train import TokenWindows, collect_imatrix, train
     from .report import gap_closed, write_reports
 
     recipes = _check(config)
@@ -152,10 +155,19 @@ def run_demo(config: DemoConfig) -> DemoResult:
         torch.manual_seed(config.seed)
         return LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 
+    imatrix = None
+
     def export(model, name: str, ftype: str, pure: bool = False) -> Path:
         path = gguf_dir / f"{name}.gguf"
         export_gguf(
-            model, path, ftype, pure=pure, tokenizer_dir=model_dir, threads=config.threads, progress=False
+            model,
+            path,
+            ftype,
+            pure=pure,
+            imatrix=None if ftype == "F32" else imatrix,
+            tokenizer_dir=model_dir,
+            threads=config.threads,
+            progress=False,
         )
         return path
 
@@ -168,6 +180,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     t = time.perf_counter()
     base = load_model()
+    if config.imatrix_batches:
+        # One importance matrix, from the base model on training text, used by every quantized file and
+        # by QAT, so the variants differ only in how they were trained.
+        calib = [data.batch(i, config.batch, seed=config.seed + 1) for i in range(config.imatrix_batches)]
+        imatrix = collect_imatrix(base, calib, progress=config.progress)
     add("base F32", "base", "F32", export(base, "base-F32", "F32"))
     for r in recipes:
         add(f"base PTQ {r.label}", "base PTQ", r.label, export(base, f"base-{r.label}", r.ftype, r.pure))
@@ -203,7 +220,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         t = time.perf_counter()
         model = load_model()
         schedule = BitWidthSchedule(config.steps, config.schedule)
-        prepare(model, r.ftype, pure=r.pure, schedule=schedule, ste=config.ste)
+        prepare(model, r.ftype, pure=r.pure, schedule=schedule, ste=config.ste, imatrix=imatrix)
         result = train(
             model,
             data,

@@ -9,6 +9,7 @@ with ``enable_fp_fusion=False`` (no FMA contraction); on machines without a GPU 
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
 
@@ -25,5 +26,10 @@ _MODULE_OF = {
 
 def fake_quant(x2d: torch.Tensor, fmt: QuantFormat, imatrix: torch.Tensor | None) -> torch.Tensor:
     """float32 [rows, n] (contiguous, finite) -> float32 dequantize(quantize(x)), by the Triton kernels."""
+    if not x2d.is_cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        raise ValueError(
+            f"the Triton kernels take CUDA tensors, got one on {x2d.device} (set TRITON_INTERPRET=1 "
+            "before importing sqat_kernels to run them on the CPU in Triton's interpreter)"
+        )
     module = importlib.import_module(f"{__name__}.{_MODULE_OF[fmt.name]}")
     return getattr(module, f"fake_quant_{fmt.name.lower()}")(x2d, imatrix)

@@ -245,7 +245,8 @@ def _iq4xs_kernel(x_ptr, w_ptr, out_ptr, nsb, n, HAS_W: tl.constexpr, SB: tl.con
     dg = tl.where(zero_grp, 0.0, dg)
     # super-scale and 6-bit sub-scales
     max_scale, max_abs = _first_absmax(dg, jj, 8)
-    d = tl.div_rn(-max_scale, tl.full([SB], 32.0, tl.float32))
+    # x * -1.0, not -x: compiled Triton lowers unary minus to 0 - x, which turns -(+0.0) into +0.0
+    d = tl.div_rn(max_scale * -1.0, tl.full([SB], 32.0, tl.float32))
     dh = round_fp16(d)
     dnz = d != 0.0
     idd = tl.where(dnz, tl.div_rn(tl.full([SB], 1.0, tl.float32), _safe(d, dnz)), 0.0)
@@ -444,7 +445,7 @@ def _kq_kernel(x_ptr, w_ptr, out_ptr, nsb, n, HAS_W: tl.constexpr, SB: tl.conste
         sc = tl.where(acc, ts, sc)
         m = tl.where(acc, tm, m)
     scales = tl.where(flat, 0.0, sc)
-    mins = -m
+    mins = m * -1.0  # not -m (0 - m on a GPU: the sign of a zero would be lost)
     # 6-bit sub-scales and mins, fp16 super-scales
     if HAS_W:
         d_block, ls = _make_qp_quants(scales, sw, jj, 63)

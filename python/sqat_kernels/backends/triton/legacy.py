@@ -335,7 +335,7 @@ def _iq4_scale(x_ptr, w_ptr, base, col, mask, HAS_W: tl.constexpr, BLOCKS: tl.co
     mx = _signed_absmax(x_ptr, base, mask, BLOCKS)
     degen = tl.abs(mx) < 1e-15
     mx = _safe(mx, ~degen)
-    id0 = tl.div_rn(1.0, tl.div_rn(-mx, -127.0))
+    id0 = tl.div_rn(1.0, tl.div_rn(mx * -1.0, -127.0))  # not -mx: compiled, that is 0 - mx
     sumqx, sumq2 = _iq4_trial(x_ptr, w_ptr, base, col, sigma2, mask, id0, HAS_W, BLOCKS)
     ok = sumq2 > 0.0
     d = tl.where(ok, tl.div_rn(sumqx, _safe(sumq2, ok)), 0.0)
