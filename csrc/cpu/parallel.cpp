@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -142,7 +143,11 @@ void run_chunks(int64_t n, int64_t values_per_item, int nthreads, ChunkFn fn, vo
     std::vector<std::thread> pool;
     pool.reserve(workers - 1);
     for (int64_t w = 1; w < workers; ++w) {
-        pool.emplace_back([&ctx, task, w] { task(&ctx, static_cast<int>(w)); });
+        try {
+            pool.emplace_back([&ctx, task, w] { task(&ctx, static_cast<int>(w)); });
+        } catch (const std::system_error&) {
+            break;  // no thread to be had (a loaded machine): the chunks are shared, the caller takes the rest
+        }
     }
     task(&ctx, 0);
     for (auto& t : pool) t.join();
