@@ -87,18 +87,22 @@ def test_opcheck(qtype: str) -> None:
 
 
 def test_compile_fullgraph_forward_backward() -> None:
-    def loss(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (x @ sk.fake_quant(w, "Q4_K").t()).square().mean()
+    # A QAT linear layer: everything around the op is a matmul, which the compiled graph hands to the same
+    # ATen kernels as eager mode, so outputs and gradients must agree bit for bit.  (A reduction such as
+    # .square().mean() would be generated code whose summation order inductor chooses per CPU: not ours.)
+    def layer(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, sk.fake_quant(w, "Q4_K"))
 
     w = weights((64, 256), seed=9).requires_grad_()
     x = torch.randn(8, 256)
-    compiled = torch.compile(loss, fullgraph=True)
+    grad_out = torch.randn(8, 64)
+    compiled = torch.compile(layer, fullgraph=True)
     got = compiled(w, x)
-    got.backward()
+    got.backward(grad_out)
     g_compiled = w.grad.clone()
     w.grad = None
-    want = loss(w, x)
-    want.backward()
+    want = layer(w, x)
+    want.backward(grad_out)
     torch.testing.assert_close(got, want, atol=0, rtol=0)
     torch.testing.assert_close(g_compiled, w.grad, atol=0, rtol=0)
 

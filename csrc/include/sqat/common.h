@@ -121,6 +121,27 @@ SQAT_HD uint32_t load_u32(const uint8_t* p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+// Eight bytes as a little-endian integer: one load where the target is little-endian (x86, CUDA).
+SQAT_HD uint64_t load_u64_le(const uint8_t* p) {
+#if defined(__CUDACC__) || (defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+#endif
+}
+
+SQAT_HD void store_u64_le(uint8_t* p, uint64_t v) {
+#if defined(__CUDACC__) || (defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+    memcpy(p, &v, 8);
+#else
+    for (int i = 0; i < 8; ++i) p[i] = (uint8_t)(v >> (8 * i));
+#endif
+}
+
 // Σ x² / n over a whole row, sequential: the `sigma2` of the Q4_0/Q4_1/Q5_0/Q5_1 imatrix path.
 SQAT_HD float row_sigma2(const float* x, int64_t n) {
     float s = 0.0f;

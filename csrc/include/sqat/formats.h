@@ -63,6 +63,31 @@ SQAT_HD void quantize_block(int type, const float* x, const float* qw, float row
     }
 }
 
+// Blocks per call of the grouped no-imatrix path (quantize_blocks<kBlockGroup>): eight lanes, one AVX2
+// vector of floats.
+constexpr int kBlockGroup = 8;
+
+// True for the types whose no-imatrix quantizer has a grouped form (the legacy 32-value blocks).
+SQAT_HD constexpr bool has_block_groups(int type) {
+    return type == kQ8_0 || type == kQ4_0 || type == kQ4_1 || type == kQ5_0 || type == kQ5_1;
+}
+
+// Quantize G consecutive blocks without an importance matrix: bytes equal to G quantize_block calls.
+template <int G>
+SQAT_HD void quantize_blocks(int type, const float* x, uint8_t* y) {
+    switch (type) {
+        case kQ8_0: quantize_blocks_q8_0<G>(x, y); return;
+        case kQ4_0: quantize_blocks_q4_0<G>(x, y); return;
+        case kQ4_1: quantize_blocks_q4_1<G>(x, y); return;
+        case kQ5_0: quantize_blocks_q5_0<G>(x, y); return;
+        case kQ5_1: quantize_blocks_q5_1<G>(x, y); return;
+        default: {
+            const Geometry g = geometry(type);
+            for (int b = 0; b < G; ++b) quantize_block(type, x + b * g.block_size, nullptr, 0.0f, y + b * g.type_size);
+        }
+    }
+}
+
 // Dequantize one block into block_size floats.
 SQAT_HD void dequantize_block(int type, const uint8_t* y, float* x) {
     switch (type) {

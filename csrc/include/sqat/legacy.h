@@ -82,7 +82,28 @@ SQAT_HD float block_absmax(const float* x) {
 
 // Values j and j + 16 of a 32-block into one byte (low, high nibble), OR-ed unmasked as upstream does.
 SQAT_HD void pack_nibbles(const uint8_t* q, uint8_t* qs) {
-    for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+    uint8_t packed[16];  // local, then copied: see pack_q5
+    for (int j = 0; j < 16; ++j) packed[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+    memcpy(qs, packed, 16);
+}
+
+// The fast path of Q4_0 / Q4_1 straight to packed bytes: level j is trunc((x[j] - sub)*id + offset)
+// (NaN -> 0) capped at 15, values j and j + 16 in one byte.  Both halves are formed in registers, so no
+// 32-level array goes through the stack between the rounding and the packing.
+template <bool kCap>
+SQAT_HD void pack_q4_fast(const float* x, float sub, float id, float offset, uint8_t* qs) {
+    uint8_t q[QK32];
+    for (int j = 0; j < QK32; ++j) {
+        const float a = (x[j] - sub) * id;  // product and sum: two roundings, as in the reference
+        q[j] = (uint8_t)trunc_nan0(a + offset);
+    }
+    if (kCap) clamp_levels(q, 15);
+    // Two nibbles per byte in 64-bit words: every level is below 16, so shifting a word by 4 moves
+    // each byte's level into that byte's high nibble.
+    for (int k = 0; k < 2; ++k) {
+        const uint64_t w = load_u64_le(q + 8 * k) | (load_u64_le(q + 16 + 8 * k) << 4);
+        store_u64_le(qs + 8 * k, w);
+    }
 }
 
 // Importance weights of the legacy *_impl quantizers.
@@ -92,12 +113,16 @@ SQAT_HD void impl_weights(const float* x, const float* qw, float sigma2, float* 
 
 // Q5 layout: low nibbles like Q4_0, bit 4 of value j in bit j of a little-endian uint32.
 SQAT_HD void pack_q5(const uint8_t* q, uint8_t* qh_out, uint8_t* qs) {
-    for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
-    // Eight bits at a time: gather bit 4 of eight bytes into one 0/1 per byte, then one multiply moves
-    // byte k's bit to bit 56 + k (the partial products land on distinct bits, so nothing carries).
+    // Built in a local array and copied out: written straight to qs, which could alias q as far as the
+    // compiler knows, the loop stays scalar.  (q[j + 16] << 4 keeps only its low nibble in the byte.)
+    uint8_t lo[16];
+    for (int j = 0; j < 16; ++j) lo[j] = (uint8_t)((q[j] & 0x0f) | (q[j + 16] << 4));
+    memcpy(qs, lo, 16);
+    // Eight bits at a time: bit 4 of eight bytes read as one little-endian word gives a 0/1 per byte,
+    // then one multiply moves byte k's bit to bit 56 + k (the partial products land on distinct bits,
+    // so nothing carries).
     for (int g = 0; g < 4; ++g) {
-        uint64_t t = 0;
-        for (int k = 0; k < 8; ++k) t |= (uint64_t)((q[8 * g + k] >> 4) & 1u) << (8 * k);
+        const uint64_t t = (load_u64_le(q + 8 * g) >> 4) & 0x0101010101010101ull;
         qh_out[g] = (uint8_t)((t * 0x0102040810204080ull) >> 56);
     }
 }
@@ -108,45 +133,78 @@ SQAT_HD int q5_value(const uint8_t* qh_bytes, const uint8_t* qs, int j) {
     return lo | (int)(((qh >> j) & 1u) << 4);
 }
 
+// The reference's `d ? 1/d : 0`, with the division done on an operand that cannot be zero, so that a
+// loop over blocks turns into vector code (a division that may trap is not executed speculatively).
+SQAT_HD float inverse_scale(float d) {
+    const float r = 1.0f / (d != 0.0f ? d : 1.0f);
+    return d != 0.0f ? r : 0.0f;
+}
+
+// Q8_0's scale for a block that holds a NaN: upstream's MAX(amax, fabsf(v)) lets a NaN through (the
+// next value then replaces it), so this one stays the sequential scan.
+SQAT_HD float absmax_with_nan(const float* x) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK32; ++j) {
+        const float a = fabsf(x[j]);
+        amax = amax > a ? amax : a;
+    }
+    return amax;
+}
+
 }  // namespace legacy_detail
+
+// Blocks without an importance matrix are quantized G at a time (quantize_blocks_*<G>: G consecutive
+// blocks, G = 1 for a single one).  Each block runs the reference sequence; what is grouped is the
+// per-block scalar work between the extreme-value scan and the level pass (scale, reciprocal, fp16),
+// which then runs across blocks, lane b = block b, as vector code on the CPU.
 
 // ---------------------------------------------------------------------------------------------------
 // Q8_0: [d fp16][qs int8 x32]
+
+/// Quantize G consecutive 32-value blocks to Q8_0 (34 bytes each), as quantize_row_q8_0_ref.
+template <int G>
+SQAT_HD void quantize_blocks_q8_0(const float* x, uint8_t* y) {
+    float amax[G], d[G], id[G];
+    uint16_t h[G];
+    bool nan[G];
+    for (int b = 0; b < G; ++b) {
+        const float* xb = x + QK32 * b;
+        nan[b] = legacy_detail::any_nan(xb);
+        amax[b] = nan[b] ? legacy_detail::absmax_with_nan(xb) : legacy_detail::block_absmax(xb);
+    }
+    SQAT_LANES for (int b = 0; b < G; ++b) {
+        d[b] = amax[b] / 127.0f;
+        id[b] = legacy_detail::inverse_scale(d[b]);  // from the unrounded d
+    }
+    // A loop of its own: merged with the one above, neither gets vectorised.
+    SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);
+    for (int b = 0; b < G; ++b) {
+        const float* xb = x + QK32 * b;
+        uint8_t* yb = y + 34 * b;
+        store_u16(yb, h[b]);
+        if (!nan[b] && legacy_detail::is_finite(d[b]) && legacy_detail::is_finite(id[b])) {
+            // Every |x*id| <= 127 (to rounding): rounded values convert exactly, no x86 emulation needed.
+            for (int j = 0; j < QK32; ++j) {
+                const float v = xb[j] * id[b];
+                const float a = fabsf(v);
+                float t = (float)(int)a;
+                t += (float)(a - t >= 0.5f);
+                yb[2 + j] = (uint8_t)(int)copysignf(t, v);
+            }
+        } else {
+            for (int j = 0; j < QK32; ++j) {
+                const float v = xb[j] * id[b];
+                yb[2 + j] = (uint8_t)legacy_detail::narrow_to_i8(legacy_detail::round_half_away(v));
+            }
+        }
+    }
+}
 
 /// Quantize 32 values to Q8_0 (34 bytes); qw and row_sigma2 are ignored, as in ggml.
 SQAT_HD void quantize_block_q8_0(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
     (void)qw;
     (void)row_sigma2;
-    // Upstream's MAX(amax, fabsf(v)) lets a NaN through (the next value then replaces it), so a block
-    // holding a NaN takes that sequential scan and the x86-exact conversions below.
-    const bool nan = legacy_detail::any_nan(x);
-    float amax = 0.0f;
-    if (nan) {
-        for (int j = 0; j < QK32; ++j) {
-            const float a = fabsf(x[j]);
-            amax = amax > a ? amax : a;
-        }
-    } else {
-        amax = legacy_detail::block_absmax(x);
-    }
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;  // from the unrounded d
-    store_u16(y, fp32_to_fp16(d));
-    if (!nan && legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
-        // Every |x*id| <= 127 (to rounding): rounded values convert exactly, no x86 emulation needed.
-        for (int j = 0; j < QK32; ++j) {
-            const float v = x[j] * id;
-            const float a = fabsf(v);
-            float t = (float)(int)a;
-            t += (float)(a - t >= 0.5f);
-            y[2 + j] = (uint8_t)(int)copysignf(t, v);
-        }
-        return;
-    }
-    for (int j = 0; j < QK32; ++j) {
-        const float v = x[j] * id;
-        y[2 + j] = (uint8_t)legacy_detail::narrow_to_i8(legacy_detail::round_half_away(v));
-    }
+    quantize_blocks_q8_0<1>(x, y);
 }
 
 /// Dequantize one Q8_0 block into 32 floats.
@@ -158,38 +216,49 @@ SQAT_HD void dequantize_block_q8_0(const uint8_t* y, float* x) {
 // ---------------------------------------------------------------------------------------------------
 // Q4_0: [d fp16][qs x16], value j in the low nibble of qs[j % 16] (j < 16) or the high one.
 
-/// Quantize 32 values to Q4_0 (18 bytes): reference algorithm, or make_qx_quants with importance weights.
-SQAT_HD void quantize_block_q4_0(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
-    uint8_t* qs = y + 2;
-    if (qw != nullptr) {
-        float w[QK32];
-        int8_t L[QK32];
-        legacy_detail::impl_weights(x, qw, row_sigma2, w);
-        const float d = make_qx_quants(QK32, 8, x, L, 1, w);
-        store_u16(y, fp32_to_fp16(d));
-        for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
-        return;
+/// Quantize G consecutive 32-value blocks to Q4_0 (18 bytes each), as quantize_row_q4_0_ref.
+template <int G>
+SQAT_HD void quantize_blocks_q4_0(const float* x, uint8_t* y) {
+    float max[G], d[G], id[G];
+    uint16_t h[G];
+    for (int b = 0; b < G; ++b) max[b] = scan_signed_absmax<QK32>(x + QK32 * b);
+    SQAT_LANES for (int b = 0; b < G; ++b) {
+        d[b] = max[b] / -8.0f;
+        id[b] = legacy_detail::inverse_scale(d[b]);
     }
-    const float max = scan_signed_absmax<QK32>(x);
-    const float d = max / -8.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    store_u16(y, fp32_to_fp16(d));
-    uint8_t q[QK32];
-    if (legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
-        // |x*id| <= 8 (to rounding) for every non-NaN x, so x*id + 8.5 is NaN or in [0, 17).
-        for (int j = 0; j < QK32; ++j) {
-            const float a = x[j] * id;  // product and +8.5 are two separate roundings in the reference
-            q[j] = (uint8_t)legacy_detail::trunc_nan0(a + 8.5f);
+    SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);  // apart, as for Q8_0
+    for (int b = 0; b < G; ++b) {
+        const float* xb = x + QK32 * b;
+        uint8_t* yb = y + 18 * b;
+        store_u16(yb, h[b]);
+        if (legacy_detail::is_finite(d[b]) && legacy_detail::is_finite(id[b])) {
+            // |x*id| <= 8 (to rounding) for every non-NaN x, so x*id + 8.5 is NaN or in [0, 17); x - 0 is x.
+            legacy_detail::pack_q4_fast<true>(xb, 0.0f, id[b], 8.5f, yb + 2);
+            continue;
         }
-        legacy_detail::clamp_levels(q, 15);
-    } else {
+        uint8_t q[QK32];
         for (int j = 0; j < QK32; ++j) {
-            const float a = x[j] * id;
+            const float a = xb[j] * id[b];
             const int qa = legacy_detail::narrow_to_i8(a + 8.5f);
             q[j] = (uint8_t)(qa < 15 ? qa : 15);
         }
+        legacy_detail::pack_nibbles(q, yb + 2);
     }
-    legacy_detail::pack_nibbles(q, qs);
+}
+
+/// Quantize 32 values to Q4_0 (18 bytes): reference algorithm, or make_qx_quants with importance weights.
+SQAT_HD void quantize_block_q4_0(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
+    if (qw == nullptr) {
+        quantize_blocks_q4_0<1>(x, y);
+        return;
+    }
+    uint8_t* qs = y + 2;
+    float w[QK32];
+    int8_t L[QK32];
+    legacy_detail::impl_weights(x, qw, row_sigma2, w);
+    const float d = make_qx_quants(QK32, 8, x, L, 1, w);
+    store_u16(y, fp32_to_fp16(d));
+    for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
 }
 
 /// Dequantize one Q4_0 block into 32 floats.
@@ -205,43 +274,57 @@ SQAT_HD void dequantize_block_q4_0(const uint8_t* y, float* x) {
 // ---------------------------------------------------------------------------------------------------
 // Q4_1: [d fp16][m fp16][qs x16], value = q*d + m.
 
-/// Quantize 32 values to Q4_1 (20 bytes): reference min/max algorithm, or make_qkx3_quants with weights.
-SQAT_HD void quantize_block_q4_1(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
-    uint8_t* qs = y + 4;
-    if (qw != nullptr) {
-        float w[QK32];
-        uint8_t L[QK32], Laux[QK32];
-        legacy_detail::impl_weights(x, qw, row_sigma2, w);
-        float the_min = 0.0f;
-        const float d = make_qkx3_quants(QK32, 15, x, w, L, &the_min, Laux, -0.9f, 0.05f, 36, false);
-        store_u16(y, fp32_to_fp16(d));
-        store_u16(y + 2, fp32_to_fp16(-the_min));
-        for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
-        return;
-    }
+/// Quantize G consecutive 32-value blocks to Q4_1 (20 bytes each), as quantize_row_q4_1_ref.
+template <int G>
+SQAT_HD void quantize_blocks_q4_1(const float* x, uint8_t* y) {
     // Plain strict scans from +/-FLT_MAX: the minimum is not clamped to <= 0 here.
-    float min, max;
-    legacy_detail::block_min_max(x, &min, &max);
-    const float d = (max - min) / 15.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    store_u16(y, fp32_to_fp16(d));
-    store_u16(y + 2, fp32_to_fp16(min));
-    uint8_t q[QK32];
-    if (legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
-        // 0 <= (x - min)*id <= 15 (to rounding) for every non-NaN x, so (x - min)*id + 0.5 is NaN or
-        // in [0, 16): upstream's MIN(15, .) never bites.
-        for (int j = 0; j < QK32; ++j) {
-            const float a = (x[j] - min) * id;
-            q[j] = (uint8_t)legacy_detail::trunc_nan0(a + 0.5f);
+    float min[G], max[G], d[G], id[G];
+    uint16_t hd[G], hm[G];
+    for (int b = 0; b < G; ++b) legacy_detail::block_min_max(x + QK32 * b, &min[b], &max[b]);
+    SQAT_LANES for (int b = 0; b < G; ++b) {
+        d[b] = (max[b] - min[b]) / 15.0f;
+        id[b] = legacy_detail::inverse_scale(d[b]);
+    }
+    SQAT_LANES for (int b = 0; b < G; ++b) {  // apart, as for Q8_0
+        hd[b] = fp32_to_fp16(d[b]);
+        hm[b] = fp32_to_fp16(min[b]);
+    }
+    for (int b = 0; b < G; ++b) {
+        const float* xb = x + QK32 * b;
+        uint8_t* yb = y + 20 * b;
+        store_u16(yb, hd[b]);
+        store_u16(yb + 2, hm[b]);
+        if (legacy_detail::is_finite(d[b]) && legacy_detail::is_finite(id[b])) {
+            // 0 <= (x - min)*id <= 15 (to rounding) for every non-NaN x, so (x - min)*id + 0.5 is NaN or
+            // in [0, 16): upstream's MIN(15, .) never bites.
+            legacy_detail::pack_q4_fast<false>(xb, min[b], id[b], 0.5f, yb + 4);
+            continue;
         }
-    } else {
+        uint8_t q[QK32];
         for (int j = 0; j < QK32; ++j) {
-            const float a = (x[j] - min) * id;
+            const float a = (xb[j] - min[b]) * id[b];
             const int qa = legacy_detail::narrow_to_i8(a + 0.5f);
             q[j] = (uint8_t)(qa < 15 ? qa : 15);
         }
+        legacy_detail::pack_nibbles(q, yb + 4);
     }
-    legacy_detail::pack_nibbles(q, qs);
+}
+
+/// Quantize 32 values to Q4_1 (20 bytes): reference min/max algorithm, or make_qkx3_quants with weights.
+SQAT_HD void quantize_block_q4_1(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
+    if (qw == nullptr) {
+        quantize_blocks_q4_1<1>(x, y);
+        return;
+    }
+    uint8_t* qs = y + 4;
+    float w[QK32];
+    uint8_t L[QK32], Laux[QK32];
+    legacy_detail::impl_weights(x, qw, row_sigma2, w);
+    float the_min = 0.0f;
+    const float d = make_qkx3_quants(QK32, 15, x, w, L, &the_min, Laux, -0.9f, 0.05f, 36, false);
+    store_u16(y, fp32_to_fp16(d));
+    store_u16(y + 2, fp32_to_fp16(-the_min));
+    for (int j = 0; j < 16; ++j) qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
 }
 
 /// Dequantize one Q4_1 block into 32 floats.
@@ -260,36 +343,53 @@ SQAT_HD void dequantize_block_q4_1(const uint8_t* y, float* x) {
 // ---------------------------------------------------------------------------------------------------
 // Q5_0: [d fp16][qh u32][qs x16], value = (q - 16)*d.
 
-/// Quantize 32 values to Q5_0 (22 bytes): reference algorithm, or make_qx_quants with importance weights.
-SQAT_HD void quantize_block_q5_0(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
-    uint8_t q[QK32];
-    if (qw != nullptr) {
-        float w[QK32];
-        int8_t L[QK32];
-        legacy_detail::impl_weights(x, qw, row_sigma2, w);
-        const float d = make_qx_quants(QK32, 16, x, L, 1, w);
-        store_u16(y, fp32_to_fp16(d));
-        for (int j = 0; j < QK32; ++j) q[j] = (uint8_t)L[j];
-    } else {
-        const float max = scan_signed_absmax<QK32>(x);
-        const float d = max / -16.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        store_u16(y, fp32_to_fp16(d));
-        if (legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
+/// Quantize G consecutive 32-value blocks to Q5_0 (22 bytes each), as quantize_row_q5_0_ref.
+template <int G>
+SQAT_HD void quantize_blocks_q5_0(const float* x, uint8_t* y) {
+    float max[G], d[G], id[G];
+    uint16_t h[G];
+    for (int b = 0; b < G; ++b) max[b] = scan_signed_absmax<QK32>(x + QK32 * b);
+    SQAT_LANES for (int b = 0; b < G; ++b) {
+        d[b] = max[b] / -16.0f;
+        id[b] = legacy_detail::inverse_scale(d[b]);
+    }
+    SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);  // apart, as for Q8_0
+    for (int b = 0; b < G; ++b) {
+        const float* xb = x + QK32 * b;
+        uint8_t* yb = y + 22 * b;
+        uint8_t q[QK32];
+        store_u16(yb, h[b]);
+        if (legacy_detail::is_finite(d[b]) && legacy_detail::is_finite(id[b])) {
             // x*id + 16.5 is NaN or in [0, 33)
             for (int j = 0; j < QK32; ++j) {
-                const float a = x[j] * id;
+                const float a = xb[j] * id[b];
                 q[j] = (uint8_t)legacy_detail::trunc_nan0(a + 16.5f);
             }
             legacy_detail::clamp_levels(q, 31);
         } else {
             for (int j = 0; j < QK32; ++j) {
-                const float a = x[j] * id;
+                const float a = xb[j] * id[b];
                 const int qa = legacy_detail::narrow_to_i8(a + 16.5f);
                 q[j] = (uint8_t)(qa < 31 ? qa : 31);
             }
         }
+        legacy_detail::pack_q5(q, yb + 2, yb + 6);
     }
+}
+
+/// Quantize 32 values to Q5_0 (22 bytes): reference algorithm, or make_qx_quants with importance weights.
+SQAT_HD void quantize_block_q5_0(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
+    if (qw == nullptr) {
+        quantize_blocks_q5_0<1>(x, y);
+        return;
+    }
+    uint8_t q[QK32];
+    float w[QK32];
+    int8_t L[QK32];
+    legacy_detail::impl_weights(x, qw, row_sigma2, w);
+    const float d = make_qx_quants(QK32, 16, x, L, 1, w);
+    store_u16(y, fp32_to_fp16(d));
+    for (int j = 0; j < QK32; ++j) q[j] = (uint8_t)L[j];
     legacy_detail::pack_q5(q, y + 2, y + 6);
 }
 
@@ -302,37 +402,56 @@ SQAT_HD void dequantize_block_q5_0(const uint8_t* y, float* x) {
 // ---------------------------------------------------------------------------------------------------
 // Q5_1: [d fp16][m fp16][qh u32][qs x16], value = q*d + m.
 
-/// Quantize 32 values to Q5_1 (24 bytes): reference min/max algorithm, or make_qkx3_quants with weights.
-SQAT_HD void quantize_block_q5_1(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
-    uint8_t q[QK32];
-    if (qw != nullptr) {
-        float w[QK32];
-        uint8_t Laux[QK32];
-        legacy_detail::impl_weights(x, qw, row_sigma2, w);
-        float the_min = 0.0f;
-        const float d = make_qkx3_quants(QK32, 31, x, w, q, &the_min, Laux, -0.9f, 0.05f, 36, false);
-        store_u16(y, fp32_to_fp16(d));
-        store_u16(y + 2, fp32_to_fp16(-the_min));
-    } else {
-        float min, max;
-        legacy_detail::block_min_max(x, &min, &max);
-        const float d = (max - min) / 31.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        store_u16(y, fp32_to_fp16(d));
-        store_u16(y + 2, fp32_to_fp16(min));
-        if (legacy_detail::is_finite(d) && legacy_detail::is_finite(id)) {
+/// Quantize G consecutive 32-value blocks to Q5_1 (24 bytes each), as quantize_row_q5_1_ref.
+template <int G>
+SQAT_HD void quantize_blocks_q5_1(const float* x, uint8_t* y) {
+    float min[G], max[G], d[G], id[G];
+    uint16_t hd[G], hm[G];
+    for (int b = 0; b < G; ++b) legacy_detail::block_min_max(x + QK32 * b, &min[b], &max[b]);
+    SQAT_LANES for (int b = 0; b < G; ++b) {
+        d[b] = (max[b] - min[b]) / 31.0f;
+        id[b] = legacy_detail::inverse_scale(d[b]);
+    }
+    SQAT_LANES for (int b = 0; b < G; ++b) {  // apart, as for Q8_0
+        hd[b] = fp32_to_fp16(d[b]);
+        hm[b] = fp32_to_fp16(min[b]);
+    }
+    for (int b = 0; b < G; ++b) {
+        const float* xb = x + QK32 * b;
+        uint8_t* yb = y + 24 * b;
+        uint8_t q[QK32];
+        store_u16(yb, hd[b]);
+        store_u16(yb + 2, hm[b]);
+        if (legacy_detail::is_finite(d[b]) && legacy_detail::is_finite(id[b])) {
             // No clamp in the reference: (x - min)*id + 0.5 is NaN or in [0, 32) here.
             for (int j = 0; j < QK32; ++j) {
-                const float a = (x[j] - min) * id;
+                const float a = (xb[j] - min[b]) * id[b];
                 q[j] = (uint8_t)legacy_detail::trunc_nan0(a + 0.5f);
             }
         } else {
             for (int j = 0; j < QK32; ++j) {
-                const float a = (x[j] - min) * id;
+                const float a = (xb[j] - min[b]) * id[b];
                 q[j] = (uint8_t)legacy_detail::narrow_to_i8(a + 0.5f);
             }
         }
+        legacy_detail::pack_q5(q, yb + 4, yb + 8);
     }
+}
+
+/// Quantize 32 values to Q5_1 (24 bytes): reference min/max algorithm, or make_qkx3_quants with weights.
+SQAT_HD void quantize_block_q5_1(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
+    if (qw == nullptr) {
+        quantize_blocks_q5_1<1>(x, y);
+        return;
+    }
+    uint8_t q[QK32];
+    float w[QK32];
+    uint8_t Laux[QK32];
+    legacy_detail::impl_weights(x, qw, row_sigma2, w);
+    float the_min = 0.0f;
+    const float d = make_qkx3_quants(QK32, 31, x, w, q, &the_min, Laux, -0.9f, 0.05f, 36, false);
+    store_u16(y, fp32_to_fp16(d));
+    store_u16(y + 2, fp32_to_fp16(-the_min));
     legacy_detail::pack_q5(q, y + 4, y + 8);
 }
 

@@ -34,9 +34,36 @@ namespace sqat {
 // scan_first_zero) and NaN (the selects skip NaNs exactly as upstream's `if (v < min) min = v`).
 
 // Smallest and largest of x[0..N) and (min0, max0), NaNs skipped, signs of zero not resolved.
-// N a multiple of 4.
+// N a multiple of 4.  On the host (GCC/Clang) the lanes are one 8-wide vector of GCC's vector extension
+// when N is a multiple of 8: the auto-vectoriser leaves the 4-lane loop below as scalar compare chains.
+// A vector `v < m ? v : m` selects lane by lane exactly as the scalar select does (a NaN v keeps m).
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#define SQAT_HOST_VECTORS 1
+typedef float sqat_v8f __attribute__((vector_size(32)));
+#endif
+
 template <int N>
 SQAT_HD void scan_min_max(const float* x, float min0, float max0, float* min_out, float* max_out) {
+#if defined(SQAT_HOST_VECTORS)
+    if constexpr (N % 8 == 0) {
+        sqat_v8f mn = {min0, min0, min0, min0, min0, min0, min0, min0};
+        sqat_v8f mx = {max0, max0, max0, max0, max0, max0, max0, max0};
+        for (int i = 0; i < N; i += 8) {
+            sqat_v8f v;
+            memcpy(&v, x + i, sizeof v);
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+        }
+        float a = mn[0], b = mx[0];
+        for (int k = 1; k < 8; ++k) {
+            a = mn[k] < a ? mn[k] : a;
+            b = mx[k] > b ? mx[k] : b;
+        }
+        *min_out = a;
+        *max_out = b;
+        return;
+    }
+#endif
     float mn[4] = {min0, min0, min0, min0};
     float mx[4] = {max0, max0, max0, max0};
     for (int i = 0; i < N; i += 4) {
@@ -70,12 +97,15 @@ template <int N>
 SQAT_HD float scan_signed_absmax(const float* x) {
     float min, max;
     scan_min_max<N>(x, 0.0f, 0.0f, &min, &max);
-    if (max > -min) return max;
-    if (-min > max) return min;
-    if (max == 0.0f) return 0.0f;
-    for (int i = 0; i < N; ++i)
-        if (fabsf(x[i]) == max) return x[i];
-    return max;
+    // Which side wins is a coin toss on real weights: picked with bit masks, not branches, which would
+    // mispredict about every other block.
+    const uint32_t pos = 0u - (uint32_t)(max > -min);
+    const uint32_t neg = 0u - (uint32_t)(-min > max);
+    if ((pos | neg) == 0u && max != 0.0f) {  // both signs reach the magnitude: the first one wins
+        for (int i = 0; i < N; ++i)
+            if (fabsf(x[i]) == max) return x[i];
+    }
+    return f32_from_bits((f32_bits(max) & pos) | (f32_bits(min) & neg));  // +0 for an all-zero block
 }
 
 // Level of an asymmetric search: nearest_int clamped to [0, nmax].
