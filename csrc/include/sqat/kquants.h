@@ -182,13 +182,22 @@ SQAT_HD void quantize_block_q5_K(const float* x, const float* qw, float row_sigm
 // per-16 scale search (no sigma2 term), without it the weights are x².
 SQAT_HD void quantize_block_q6_K(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
     (void)row_sigma2;
-    int8_t L[QK_K];
-    float scales[16];
+    // The 16 per-16 scale searches (make_qx_quants, nmax 32, weights qw or x²) run side by side, sub-block
+    // ib in lane ib: the values are transposed to value i of sub-block ib at xt[16*i + ib].
+    float group_max[16], xt[QK_K], wt[QK_K], scales[16], iscales[16];
+    for (int ib = 0; ib < 16; ++ib) group_max[ib] = scan_signed_absmax<16>(x + 16 * ib);
+    for (int ib = 0; ib < 16; ++ib) {
+        for (int i = 0; i < 16; ++i) {
+            const float v = x[16 * ib + i];
+            xt[16 * i + ib] = v;
+            wt[16 * i + ib] = qw ? qw[16 * ib + i] : v * v;
+        }
+    }
+    make_qx_quants_lanes<16, 16>(32, group_max, xt, wt, scales, iscales);
     float max_scale = 0;
     float max_abs_scale = 0;
     for (int ib = 0; ib < 16; ++ib) {
-        const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw ? qw + 16 * ib : nullptr);
-        scales[ib] = scale;
+        const float scale = scales[ib];
         const float abs_scale = fabsf(scale);
         if (abs_scale > max_abs_scale) {
             max_abs_scale = abs_scale;
@@ -211,9 +220,17 @@ SQAT_HD void quantize_block_q6_K(const float* x, const float* qw, float row_sigm
         y[192 + ib] = (uint8_t)sc[ib];
     }
     const float d_all = fp16_to_fp32(load_u16(y + 208));
+    int8_t L[QK_K];
     for (int j = 0; j < 16; ++j) {
         const float d = d_all * (float)sc[j];
-        if (d == 0.0f) continue;  // keep the search's levels, as upstream does
+        if (d == 0.0f) {
+            // Upstream keeps the search's levels here: those of its best trial, all 0 for a flat group.
+            for (int ii = 0; ii < 16; ++ii) {
+                const int l = iscales[j] == 0.0f ? -32 : qx_level(iscales[j] * x[16 * j + ii], 32);
+                L[16 * j + ii] = (int8_t)(l + 32);
+            }
+            continue;
+        }
         for (int ii = 0; ii < 16; ++ii) {
             int l = nearest_int(x[16 * j + ii] / d);
             l = l < 31 ? l : 31;

@@ -108,6 +108,11 @@ SQAT_HD float scan_signed_absmax(const float* x) {
     return f32_from_bits((f32_bits(max) & pos) | (f32_bits(min) & neg));  // +0 for an all-zero block
 }
 
+// a where mask m is all ones, b where it is zero (m is 0 or ~0): a float select done on the bits.
+SQAT_HD float select_bits(uint32_t m, float a, float b) {
+    return f32_from_bits((f32_bits(a) & m) | (f32_bits(b) & ~m));
+}
+
 // Level of an asymmetric search: nearest_int clamped to [0, nmax].
 SQAT_HD int qkx_level(float v, int nmax) {
     int l = nearest_int(v);
@@ -429,6 +434,64 @@ SQAT_HD float make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rms
     }
     for (int i = 0; i < n; ++i) L[i] = (int8_t)(nmax + qx_level(is_scale[pick] * x[i], nmax));
     return scale;
+}
+
+// make_qx_quants(N, nmax, ., ., rmse_type = 1, weights) on G independent groups side by side: group g in
+// lane g, the first pass and the 18 trial scales run one after the other, each across all lanes, and
+// upstream's keep-the-best-trial branch becomes a per-lane select.  Every sum is still sequential over
+// i, every lane the reference sequence.  Inputs: max[g], the group's first value of largest magnitude
+// (scan_signed_absmax); value i of group g at x[i*G + g], its weight at w[i*G + g].  Writes scale[g]
+// (upstream's return value) and iscale[g], the inverse scale the final levels come from
+// (L = nmax + qx_level(iscale*x, nmax)); a group whose |max| < GROUP_MAX_EPS gets scale 0 and, as
+// upstream's all-zero levels, iscale 0 marks it (no other group can have iscale 0).
+// One trial of make_qx_quants_lanes: the weighted sums of every lane at inverse scales isc[g].
+template <int N, int G>
+SQAT_HD void qx_trial_sums(int nmax, const float* isc, const float* x, const float* w, const float* wx,
+                           float* sumlx, float* suml2) {
+    SQAT_LANES for (int g = 0; g < G; ++g) sumlx[g] = suml2[g] = 0.0f;
+    for (int i = 0; i < N; ++i) {
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            const float l = (float)qx_level(isc[g] * x[i * G + g], nmax);
+            sumlx[g] += wx[i * G + g] * l;
+            suml2[g] += w[i * G + g] * l * l;
+        }
+    }
+}
+
+template <int N, int G>
+SQAT_HD void make_qx_quants_lanes(int nmax, const float* max, const float* x, const float* w, float* scale,
+                                  float* iscale) {
+    float wx[N * G];
+    for (int i = 0; i < N * G; ++i) wx[i] = w[i] * x[i];
+    float isc[G], sumlx[G], suml2[G], best[G], s[G], pick[G];
+    // The first pass.
+    SQAT_LANES for (int g = 0; g < G; ++g) isc[g] = (float)(-nmax) / max[g];
+    qx_trial_sums<N, G>(nmax, isc, x, w, wx, sumlx, suml2);
+    SQAT_LANES for (int g = 0; g < G; ++g) {
+        const float q = sumlx[g] / suml2[g];  // kept only where suml2 != 0
+        s[g] = suml2[g] != 0.0f ? q : 0.0f;
+        best[g] = s[g] * sumlx[g];
+        pick[g] = isc[g];
+    }
+    // The 18 trial scales, is = -9..9 without 0, in upstream's order.
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        SQAT_LANES for (int g = 0; g < G; ++g) isc[g] = -((float)nmax + 0.1f * (float)is) / max[g];
+        qx_trial_sums<N, G>(nmax, isc, x, w, wx, sumlx, suml2);
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            const float q = sumlx[g] / suml2[g];  // kept only where suml2 > 0
+            // Selects as bit masks and `&`, not `&&`: the loop stays straight-line code that vectorises.
+            const uint32_t m = 0u - (uint32_t)((suml2[g] > 0) & (sumlx[g] * sumlx[g] > best[g] * suml2[g]));
+            s[g] = select_bits(m, q, s[g]);
+            best[g] = select_bits(m, q * sumlx[g], best[g]);
+            pick[g] = select_bits(m, isc[g], pick[g]);
+        }
+    }
+    SQAT_LANES for (int g = 0; g < G; ++g) {
+        const bool zero = fabsf(max[g]) < GROUP_MAX_EPS;
+        scale[g] = zero ? 0.0f : s[g];
+        iscale[g] = zero ? 0.0f : pick[g];
+    }
 }
 
 // Positive-only search used to quantize the 8 sub-block scales/mins of Q4_K/Q5_K (imatrix
