@@ -67,6 +67,9 @@ SQAT_HD void quantize_block(int type, const float* x, const float* qw, float row
 // vector of floats.
 constexpr int kBlockGroup = 8;
 
+// Largest block of the grouped types (Q8_0).
+constexpr int kMaxLegacyTypeSize = 34;
+
 // True for the types whose no-imatrix quantizer has a grouped form (the legacy 32-value blocks).
 SQAT_HD constexpr bool has_block_groups(int type) {
     return type == kQ8_0 || type == kQ4_0 || type == kQ4_1 || type == kQ5_0 || type == kQ5_1;

@@ -127,10 +127,13 @@ SQAT_HD void pack_q5(const uint8_t* q, uint8_t* qh_out, uint8_t* qs) {
     }
 }
 
-SQAT_HD int q5_value(const uint8_t* qh_bytes, const uint8_t* qs, int j) {
+// The 32 five-bit levels of a Q5 block (read into locals first: see dequantize_block_q8_0).
+SQAT_HD void unpack_q5(const uint8_t* qh_bytes, const uint8_t* qs_bytes, int* q) {
     const uint32_t qh = load_u32(qh_bytes);
-    const int lo = j < 16 ? (qs[j] & 0x0f) : (qs[j - 16] >> 4);
-    return lo | (int)(((qh >> j) & 1u) << 4);
+    uint8_t qs[16];
+    memcpy(qs, qs_bytes, 16);
+    for (int j = 0; j < 16; ++j) q[j] = (qs[j] & 0x0f) | (int)(((qh >> j) & 1u) << 4);  // a loop per nibble
+    for (int j = 0; j < 16; ++j) q[j + 16] = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
 }
 
 // The reference's `d ? 1/d : 0`, with the division done on an operand that cannot be zero, so that a
@@ -210,7 +213,11 @@ SQAT_HD void quantize_block_q8_0(const float* x, const float* qw, float row_sigm
 /// Dequantize one Q8_0 block into 32 floats.
 SQAT_HD void dequantize_block_q8_0(const uint8_t* y, float* x) {
     const float d = fp16_to_fp32(load_u16(y));
-    for (int j = 0; j < QK32; ++j) x[j] = (float)(int8_t)y[2 + j] * d;
+    // The bytes are copied to a local array first: read through y, which the compiler must assume the
+    // float stores may overwrite (uint8_t aliases everything), the loop would stay scalar.
+    int8_t q[QK32];
+    memcpy(q, y + 2, QK32);
+    for (int j = 0; j < QK32; ++j) x[j] = (float)q[j] * d;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -264,11 +271,13 @@ SQAT_HD void quantize_block_q4_0(const float* x, const float* qw, float row_sigm
 /// Dequantize one Q4_0 block into 32 floats.
 SQAT_HD void dequantize_block_q4_0(const uint8_t* y, float* x) {
     const float d = fp16_to_fp32(load_u16(y));
-    const uint8_t* qs = y + 2;
-    for (int j = 0; j < 16; ++j) {
-        x[j] = (float)((qs[j] & 0x0f) - 8) * d;
-        x[j + 16] = (float)((qs[j] >> 4) - 8) * d;
-    }
+    uint8_t qs[16];
+    memcpy(qs, y + 2, 16);  // local copy: see dequantize_block_q8_0
+    int q[QK32];
+    // Two loops, one per nibble: one loop storing both halves is not vectorised.
+    for (int j = 0; j < 16; ++j) q[j] = (qs[j] & 0x0f) - 8;
+    for (int j = 0; j < 16; ++j) q[j + 16] = (qs[j] >> 4) - 8;
+    for (int j = 0; j < QK32; ++j) x[j] = (float)q[j] * d;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -331,12 +340,14 @@ SQAT_HD void quantize_block_q4_1(const float* x, const float* qw, float row_sigm
 SQAT_HD void dequantize_block_q4_1(const uint8_t* y, float* x) {
     const float d = fp16_to_fp32(load_u16(y));
     const float m = fp16_to_fp32(load_u16(y + 2));
-    const uint8_t* qs = y + 4;
-    for (int j = 0; j < 16; ++j) {
-        const float a = (float)(qs[j] & 0x0f) * d;
-        const float b = (float)(qs[j] >> 4) * d;
+    uint8_t qs[16];
+    memcpy(qs, y + 4, 16);  // local copy: see dequantize_block_q8_0
+    int q[QK32];
+    for (int j = 0; j < 16; ++j) q[j] = qs[j] & 0x0f;  // one loop per nibble, as for Q4_0
+    for (int j = 0; j < 16; ++j) q[j + 16] = qs[j] >> 4;
+    for (int j = 0; j < QK32; ++j) {
+        const float a = (float)q[j] * d;  // product and sum: two roundings, as upstream
         x[j] = a + m;
-        x[j + 16] = b + m;
     }
 }
 
@@ -396,7 +407,9 @@ SQAT_HD void quantize_block_q5_0(const float* x, const float* qw, float row_sigm
 /// Dequantize one Q5_0 block into 32 floats.
 SQAT_HD void dequantize_block_q5_0(const uint8_t* y, float* x) {
     const float d = fp16_to_fp32(load_u16(y));
-    for (int j = 0; j < QK32; ++j) x[j] = (float)(legacy_detail::q5_value(y + 2, y + 6, j) - 16) * d;
+    int q[QK32];
+    legacy_detail::unpack_q5(y + 2, y + 6, q);
+    for (int j = 0; j < QK32; ++j) x[j] = (float)(q[j] - 16) * d;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -459,8 +472,10 @@ SQAT_HD void quantize_block_q5_1(const float* x, const float* qw, float row_sigm
 SQAT_HD void dequantize_block_q5_1(const uint8_t* y, float* x) {
     const float d = fp16_to_fp32(load_u16(y));
     const float m = fp16_to_fp32(load_u16(y + 2));
+    int q[QK32];
+    legacy_detail::unpack_q5(y + 4, y + 8, q);
     for (int j = 0; j < QK32; ++j) {
-        const float a = (float)legacy_detail::q5_value(y + 4, y + 8, j) * d;
+        const float a = (float)q[j] * d;
         x[j] = a + m;
     }
 }

@@ -40,6 +40,7 @@ namespace sqat {
 #if defined(__GNUC__) && !defined(__CUDACC__)
 #define SQAT_HOST_VECTORS 1
 typedef float sqat_v8f __attribute__((vector_size(32)));
+typedef float sqat_v4f __attribute__((vector_size(16)));
 #endif
 
 template <int N>
@@ -54,13 +55,21 @@ SQAT_HD void scan_min_max(const float* x, float min0, float max0, float* min_out
             mn = v < mn ? v : mn;
             mx = v > mx ? v : mx;
         }
-        float a = mn[0], b = mx[0];
-        for (int k = 1; k < 8; ++k) {
-            a = mn[k] < a ? mn[k] : a;
-            b = mx[k] > b ? mx[k] : b;
-        }
-        *min_out = a;
-        *max_out = b;
+        // The eight lanes combined as a tree of shuffles (lanes hold no NaN: a NaN is never selected).
+        sqat_v4f a = __builtin_shufflevector(mn, mn, 0, 1, 2, 3), b = __builtin_shufflevector(mx, mx, 0, 1, 2, 3);
+        const sqat_v4f ah = __builtin_shufflevector(mn, mn, 4, 5, 6, 7);
+        const sqat_v4f bh = __builtin_shufflevector(mx, mx, 4, 5, 6, 7);
+        a = ah < a ? ah : a;
+        b = bh > b ? bh : b;
+        sqat_v4f as = __builtin_shufflevector(a, a, 2, 3, 0, 1), bs = __builtin_shufflevector(b, b, 2, 3, 0, 1);
+        a = as < a ? as : a;
+        b = bs > b ? bs : b;
+        as = __builtin_shufflevector(a, a, 1, 0, 3, 2);
+        bs = __builtin_shufflevector(b, b, 1, 0, 3, 2);
+        a = as < a ? as : a;
+        b = bs > b ? bs : b;
+        *min_out = a[0];
+        *max_out = b[0];
         return;
     }
 #endif
@@ -328,12 +337,13 @@ SQAT_HD void make_qkx_quants_lanes(int nmax, const float* x, const float* weight
             }
         }
         SQAT_LANES for (int g = 0; g < G; ++g) {
-            const bool accept = D[g] > 0 && !flat[g] && cur_error[g] < best_error[g];
-            best_error[g] = accept ? cur_error[g] : best_error[g];
-            l_iscale[g] = accept ? iscale[g] : l_iscale[g];
-            l_min[g] = accept ? m[g] : l_min[g];
-            s[g] = accept ? this_scale[g] : s[g];
-            m[g] = accept ? this_min[g] : m[g];
+            // Bit-mask selects and `&` (see make_qx_quants_lanes): straight-line code that vectorises.
+            const uint32_t a = 0u - (uint32_t)((D[g] > 0) & !flat[g] & (cur_error[g] < best_error[g]));
+            best_error[g] = select_bits(a, cur_error[g], best_error[g]);
+            l_iscale[g] = select_bits(a, iscale[g], l_iscale[g]);
+            l_min[g] = select_bits(a, m[g], l_min[g]);
+            s[g] = select_bits(a, this_scale[g], s[g]);
+            m[g] = select_bits(a, this_min[g], m[g]);
         }
     }
     SQAT_LANES for (int g = 0; g < G; ++g) {
