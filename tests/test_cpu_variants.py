@@ -91,3 +91,19 @@ def test_environment_override_and_bad_value():
         text=True,
     )
     assert bad.returncode != 0 and "unknown CPU variant" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "variant", [v for v in ("avx512", "avx2") if v not in sk.supported_cpu_variants()] or ["none"]
+)
+def test_environment_variant_this_cpu_cannot_run_warns_and_keeps_auto(variant: str) -> None:
+    # On a CPU that runs every variant there is nothing to fall back from: the parameter is "none" and the
+    # test checks that an unset variable leaves "auto".
+    code = "import sqat_kernels as sk; print(sk.cpu_variant(), sk.supported_cpu_variants()[0])"
+    env = {**os.environ, "SQAT_CPU_VARIANT": "" if variant == "none" else variant}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    active, best = out.stdout.split()
+    assert active in (best, "avx2")  # "auto" picks AVX2 for some types on AVX-512 CPUs
+    if variant != "none":
+        assert f"SQAT_CPU_VARIANT={variant} cannot run on this CPU" in out.stderr
+

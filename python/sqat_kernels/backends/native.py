@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 from .. import _C  # noqa: F401  (re-exported for the other backends)
 
@@ -34,8 +35,9 @@ def set_cpu_variant(name: str) -> None:
 
     "auto" (the default) uses the best variant the CPU supports, per type (on AVX-512 CPUs the 32-value
     legacy formats and BF16 run from the faster AVX2 build). The environment variable SQAT_CPU_VARIANT
-    sets the variant when the package is imported. All variants give identical bytes. Raises ValueError
-    for an unknown name or a variant this build or CPU cannot run.
+    sets the variant when the package is imported (an unknown name fails the import; a variant this CPU
+    cannot run only warns and leaves "auto"). All variants give identical bytes. Raises ValueError for an
+    unknown name or a variant this build or CPU cannot run.
     """
     if name not in (*CPU_VARIANTS, "auto"):
         raise ValueError(f"unknown CPU variant {name!r}; valid: auto, {', '.join(CPU_VARIANTS)}")
@@ -44,8 +46,24 @@ def set_cpu_variant(name: str) -> None:
         raise ValueError(f"CPU variant {name!r} cannot run here; supported: {supported}")
 
 
-if os.environ.get("SQAT_CPU_VARIANT"):
-    set_cpu_variant(os.environ["SQAT_CPU_VARIANT"].strip().lower())
+def _variant_from_environment() -> None:
+    # An unknown name is a typo and fails the import; a known variant this CPU cannot run (an environment
+    # carried over to an older machine) warns and keeps "auto": every variant gives the same bytes.
+    name = os.environ.get("SQAT_CPU_VARIANT", "").strip().lower()
+    if not name:
+        return
+    if name in CPU_VARIANTS and not _C.cpu_variant_supported(name):
+        warnings.warn(
+            f"SQAT_CPU_VARIANT={name} cannot run on this CPU; using 'auto' "
+            f"(supported: {', '.join(supported_cpu_variants())})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return
+    set_cpu_variant(name)
+
+
+_variant_from_environment()
 
 
 def cuda_compiled() -> bool:

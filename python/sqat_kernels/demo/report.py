@@ -172,4 +172,5 @@ def write_reports(summary: Any, out_dir: Path) -> None:
     _write_atomic(out_dir / "results.md", _markdown(summary))
     _plot(summary, out_dir / "demo.png")
     print("\n".join(table_lines(summary.rows, summary.gap_closed)), flush=True)
-    print(f"\nwritten: {out_dir / 'results.md'}, {out_dir / 'demo.png'}, GGUF files in {out_dir / 'gguf'}")
+    files = ", ".join(str(out_dir / name) for name in ("results.md", "results.json", "demo.png"))
+    print(f"\nwritten: {files}, GGUF files in {out_dir / 'gguf'}")
