@@ -154,6 +154,36 @@ SQAT_HD float absmax_with_nan(const float* x) {
     return amax;
 }
 
+// The per-block scalar steps of the grouped quantizers, across G blocks.  Symmetric formats (Q4_0, Q5_0):
+// d = max / kDiv from the first value of largest magnitude, its reciprocal and fp16 image.
+template <int G, int kDiv>
+SQAT_HD void symmetric_scales(const float* x, float* d, float* id, uint16_t* h) {
+    float max[G];
+    for (int b = 0; b < G; ++b) max[b] = scan_signed_absmax<QK32>(x + QK32 * b);
+    SQAT_LANES for (int b = 0; b < G; ++b) {
+        d[b] = max[b] / (float)kDiv;
+        id[b] = inverse_scale(d[b]);
+    }
+    // A loop of its own: merged with the one above, neither gets vectorised.
+    SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);
+}
+
+// Offset formats (Q4_1, Q5_1): min and max by strict scans from +/-FLT_MAX (the minimum is not clamped to
+// <= 0 here), d = (max - min) / kLevels, its reciprocal, and the fp16 images of d and min.
+template <int G, int kLevels>
+SQAT_HD void offset_scales(const float* x, float* min, float* d, float* id, uint16_t* hd, uint16_t* hm) {
+    float max[G];
+    for (int b = 0; b < G; ++b) block_min_max(x + QK32 * b, &min[b], &max[b]);
+    SQAT_LANES for (int b = 0; b < G; ++b) {
+        d[b] = (max[b] - min[b]) / (float)kLevels;
+        id[b] = inverse_scale(d[b]);
+    }
+    SQAT_LANES for (int b = 0; b < G; ++b) {  // apart, as in symmetric_scales
+        hd[b] = fp32_to_fp16(d[b]);
+        hm[b] = fp32_to_fp16(min[b]);
+    }
+}
+
 }  // namespace legacy_detail
 
 // Blocks without an importance matrix are quantized G at a time (quantize_blocks_*<G>: G consecutive
@@ -226,14 +256,9 @@ SQAT_HD void dequantize_block_q8_0(const uint8_t* y, float* x) {
 /// Quantize G consecutive 32-value blocks to Q4_0 (18 bytes each), as quantize_row_q4_0_ref.
 template <int G>
 SQAT_HD void quantize_blocks_q4_0(const float* x, uint8_t* y) {
-    float max[G], d[G], id[G];
+    float d[G], id[G];
     uint16_t h[G];
-    for (int b = 0; b < G; ++b) max[b] = scan_signed_absmax<QK32>(x + QK32 * b);
-    SQAT_LANES for (int b = 0; b < G; ++b) {
-        d[b] = max[b] / -8.0f;
-        id[b] = legacy_detail::inverse_scale(d[b]);
-    }
-    SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);  // apart, as for Q8_0
+    legacy_detail::symmetric_scales<G, -8>(x, d, id, h);
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
         uint8_t* yb = y + 18 * b;
@@ -286,18 +311,9 @@ SQAT_HD void dequantize_block_q4_0(const uint8_t* y, float* x) {
 /// Quantize G consecutive 32-value blocks to Q4_1 (20 bytes each), as quantize_row_q4_1_ref.
 template <int G>
 SQAT_HD void quantize_blocks_q4_1(const float* x, uint8_t* y) {
-    // Plain strict scans from +/-FLT_MAX: the minimum is not clamped to <= 0 here.
-    float min[G], max[G], d[G], id[G];
+    float min[G], d[G], id[G];
     uint16_t hd[G], hm[G];
-    for (int b = 0; b < G; ++b) legacy_detail::block_min_max(x + QK32 * b, &min[b], &max[b]);
-    SQAT_LANES for (int b = 0; b < G; ++b) {
-        d[b] = (max[b] - min[b]) / 15.0f;
-        id[b] = legacy_detail::inverse_scale(d[b]);
-    }
-    SQAT_LANES for (int b = 0; b < G; ++b) {  // apart, as for Q8_0
-        hd[b] = fp32_to_fp16(d[b]);
-        hm[b] = fp32_to_fp16(min[b]);
-    }
+    legacy_detail::offset_scales<G, 15>(x, min, d, id, hd, hm);
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
         uint8_t* yb = y + 20 * b;
@@ -357,14 +373,9 @@ SQAT_HD void dequantize_block_q4_1(const uint8_t* y, float* x) {
 /// Quantize G consecutive 32-value blocks to Q5_0 (22 bytes each), as quantize_row_q5_0_ref.
 template <int G>
 SQAT_HD void quantize_blocks_q5_0(const float* x, uint8_t* y) {
-    float max[G], d[G], id[G];
+    float d[G], id[G];
     uint16_t h[G];
-    for (int b = 0; b < G; ++b) max[b] = scan_signed_absmax<QK32>(x + QK32 * b);
-    SQAT_LANES for (int b = 0; b < G; ++b) {
-        d[b] = max[b] / -16.0f;
-        id[b] = legacy_detail::inverse_scale(d[b]);
-    }
-    SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);  // apart, as for Q8_0
+    legacy_detail::symmetric_scales<G, -16>(x, d, id, h);
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
         uint8_t* yb = y + 22 * b;
@@ -418,17 +429,9 @@ SQAT_HD void dequantize_block_q5_0(const uint8_t* y, float* x) {
 /// Quantize G consecutive 32-value blocks to Q5_1 (24 bytes each), as quantize_row_q5_1_ref.
 template <int G>
 SQAT_HD void quantize_blocks_q5_1(const float* x, uint8_t* y) {
-    float min[G], max[G], d[G], id[G];
+    float min[G], d[G], id[G];
     uint16_t hd[G], hm[G];
-    for (int b = 0; b < G; ++b) legacy_detail::block_min_max(x + QK32 * b, &min[b], &max[b]);
-    SQAT_LANES for (int b = 0; b < G; ++b) {
-        d[b] = (max[b] - min[b]) / 31.0f;
-        id[b] = legacy_detail::inverse_scale(d[b]);
-    }
-    SQAT_LANES for (int b = 0; b < G; ++b) {  // apart, as for Q8_0
-        hd[b] = fp32_to_fp16(d[b]);
-        hm[b] = fp32_to_fp16(min[b]);
-    }
+    legacy_detail::offset_scales<G, 31>(x, min, d, id, hd, hm);
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
         uint8_t* yb = y + 24 * b;
