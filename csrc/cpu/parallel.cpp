@@ -2,6 +2,8 @@
 // std:: thread and container templates used here must have a single, baseline instantiation.
 #include "cpu/parallel.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -110,7 +112,56 @@ class WorkerPool {
     void* ctx_ = nullptr;
 };
 
+// Chunks of [0, n) for whichever threads ask first.
+struct ChunkQueue {
+    ChunkFn fn;
+    void* fn_ctx;
+    int64_t n, chunk;
+    std::atomic<int64_t> next{0};
+
+    static void drain(void* self) {
+        ChunkQueue& q = *static_cast<ChunkQueue*>(self);
+        for (;;) {
+            const int64_t b = q.next.fetch_add(q.chunk, std::memory_order_relaxed);
+            if (b >= q.n) return;
+            q.fn(q.fn_ctx, b, std::min(q.n, b + q.chunk));
+        }
+    }
+};
+
+// The OpenMP team of a runtime some other library of this process loaded globally (PyTorch's libgomp;
+// LLVM's and Intel's runtimes export the same GOMP_parallel entry).  Running on that team instead of our
+// own workers matters when both are in one process: after each of its parallel ops, PyTorch's threads keep
+// spinning on every core for a while, and a worker of ours then shares a core with a spinner; a chunk it
+// holds when the scheduler preempts it delays the whole call by a time slice (measured: a 512x512 Q8_0
+// fake quant right after a backward pass took 3.9 ms instead of 0.2).  On the team, the spinning threads
+// themselves pick the job up.  Found by symbol at run time, so the module neither links nor needs OpenMP.
+using OpenMpParallel = void (*)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags);
+
+std::atomic<bool> g_openmp_allowed{true};
+// A forked child must not use the team: GNU libgomp's thread pool does not survive fork, and a child that
+// asks the parent's pool for threads waits forever.
+std::atomic<bool> g_forked{false};
+
+OpenMpParallel openmp_team() {
+    if (!g_openmp_allowed.load(std::memory_order_relaxed) || g_forked.load(std::memory_order_relaxed))
+        return nullptr;
+    static std::atomic<OpenMpParallel> found{nullptr};
+    OpenMpParallel p = found.load(std::memory_order_relaxed);
+    if (p == nullptr) {  // looked up again while absent: the runtime may be loaded later (import torch)
+        p = reinterpret_cast<OpenMpParallel>(dlsym(RTLD_DEFAULT, "GOMP_parallel"));
+        found.store(p, std::memory_order_relaxed);
+    }
+    return p;
+}
+
+[[maybe_unused]] const int g_atfork = pthread_atfork(nullptr, nullptr, [] { g_forked.store(true); });
+
 }  // namespace
+
+void set_openmp_allowed(bool allowed) { g_openmp_allowed.store(allowed); }
+
+bool openmp_available() { return openmp_team() != nullptr; }
 
 // Dynamic hand-out keeps both cores busy to the end even when one of them is slowed by other load,
 // where a fixed half each would leave one waiting.
@@ -125,31 +176,23 @@ void run_chunks(int64_t n, int64_t values_per_item, int nthreads, ChunkFn fn, vo
     // About sixteen chunks per worker, none below kMinValuesPerChunk values.
     const int64_t min_items = std::max<int64_t>(1, kMinValuesPerChunk / std::max<int64_t>(1, values_per_item));
     const int64_t chunk = std::max(min_items, (n + 16 * workers - 1) / (16 * workers));
-    struct Ctx {
-        ChunkFn fn;
-        void* fn_ctx;
-        int64_t n, chunk;
-        std::atomic<int64_t> next{0};
-    } ctx{fn, fn_ctx, n, chunk};
-    const WorkerPool::Task task = [](void* p, int) {
-        Ctx& c = *static_cast<Ctx*>(p);
-        for (;;) {
-            const int64_t b = c.next.fetch_add(c.chunk, std::memory_order_relaxed);
-            if (b >= c.n) return;
-            c.fn(c.fn_ctx, b, std::min(c.n, b + c.chunk));
-        }
-    };
-    if (WorkerPool::get().run(static_cast<int>(workers), task, &ctx)) return;
+    ChunkQueue queue{fn, fn_ctx, n, chunk};
+    if (const OpenMpParallel team = openmp_team()) {
+        team(ChunkQueue::drain, &queue, static_cast<unsigned>(workers), 0);
+        return;
+    }
+    const WorkerPool::Task task = [](void* q, int) { ChunkQueue::drain(q); };
+    if (WorkerPool::get().run(static_cast<int>(workers), task, &queue)) return;
     std::vector<std::thread> pool;
     pool.reserve(workers - 1);
     for (int64_t w = 1; w < workers; ++w) {
         try {
-            pool.emplace_back([&ctx, task, w] { task(&ctx, static_cast<int>(w)); });
+            pool.emplace_back([&queue] { ChunkQueue::drain(&queue); });
         } catch (const std::system_error&) {
             break;  // no thread to be had (a loaded machine): the chunks are shared, the caller takes the rest
         }
     }
-    task(&ctx, 0);
+    ChunkQueue::drain(&queue);
     for (auto& t : pool) t.join();
 }
 

@@ -25,9 +25,14 @@ def dequantize(
     """uint8 [nrows, row_bytes] (C-contiguous) -> float32 [nrows, n_per_row]."""
 
 def fake_quant(
-    x: npt.NDArray[np.float32], type: int, imatrix: npt.NDArray[np.float32] | None = None, threads: int = 1
+    x: npt.NDArray[np.float32],
+    type: int,
+    imatrix: npt.NDArray[np.float32] | None = None,
+    threads: int = 1,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """float32 [nrows, n] -> float32 dequantize(quantize(x)), fused; ValueError on NaN/Inf."""
+    """float32 [nrows, n] -> float32 dequantize(quantize(x)), fused, written into ``out`` (float32,
+    C-contiguous, writeable, [nrows, n]) when given; ValueError on NaN/Inf."""
 
 def clipped_grad(
     x: npt.NDArray[np.float32],
@@ -35,8 +40,10 @@ def clipped_grad(
     imatrix: npt.NDArray[np.float32] | None,
     grad: npt.NDArray[np.float32],
     threads: int = 1,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Clipped STE: grad where x is representable by its quantized block (sqat/clip.h), else 0."""
+    """Clipped STE: grad where x is representable by its quantized block (sqat/clip.h), else 0; written
+    into ``out`` (float32, C-contiguous, writeable, [nrows, n]) when given."""
 
 def emulate_cuda_clipped_grad(
     x: npt.NDArray[np.float32],
@@ -92,6 +99,13 @@ def cpu_variant_supported(name: str) -> bool:
 
 def set_cpu_variant(name: str) -> bool:
     """Use this variant from now on; False (no change) if it is not supported."""
+
+def set_openmp_allowed(allowed: bool) -> None:
+    """Allow (default) or forbid running the CPU loops on an OpenMP runtime's threads already loaded in the
+    process (PyTorch's) instead of sqat's own pool."""
+
+def openmp_available() -> bool:
+    """Whether the CPU loops run on a loaded OpenMP runtime's threads now."""
 
 def cuda_compiled() -> bool:
     """Whether this build contains the CUDA kernels."""

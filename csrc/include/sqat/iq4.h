@@ -103,7 +103,7 @@ SQAT_HD void quantize_block_iq4_nl(const float* x, const float* qw, float row_si
 }
 
 /// Dequantize one IQ4_NL block into 32 floats.
-SQAT_HD void dequantize_block_iq4_nl(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_iq4_nl(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
     uint8_t qs[16];
     memcpy(qs, y + 2, 16);  // local copy: see dequantize_block_q8_0
@@ -161,7 +161,7 @@ SQAT_HD void quantize_block_iq4_xs(const float* x, const float* qw, float row_si
 }
 
 /// Dequantize one IQ4_XS super-block into 256 floats.
-SQAT_HD void dequantize_block_iq4_xs(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_iq4_xs(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
     const uint16_t scales_h = load_u16(y + 2);
     const uint8_t* scales_l = y + 4;

@@ -256,7 +256,7 @@ SQAT_HD void quantize_block_q6_K(const float* x, const float* qw, float row_sigm
 }
 
 // Decodes one Q4_K block to 256 floats: (d*sc)*q - dmin*m, as dequantize_row_q4_K.
-SQAT_HD void dequantize_block_q4_K(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_q4_K(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
     const float dmin = fp16_to_fp32(load_u16(y + 2));
     const uint8_t* s = y + 4;
@@ -275,7 +275,7 @@ SQAT_HD void dequantize_block_q4_K(const uint8_t* y, float* x) {
 }
 
 // Decodes one Q5_K block to 256 floats, as dequantize_row_q5_K.
-SQAT_HD void dequantize_block_q5_K(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_q5_K(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
     const float dmin = fp16_to_fp32(load_u16(y + 2));
     const uint8_t* s = y + 4;
@@ -303,23 +303,28 @@ SQAT_HD void dequantize_block_q5_K(const uint8_t* y, float* x) {
 }
 
 // Decodes one Q6_K block to 256 floats: (d*sc)*(q-32), as dequantize_row_q6_K.
-SQAT_HD void dequantize_block_q6_K(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_q6_K(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y + 208));
     for (int h = 0; h < 2; ++h) {
         const uint8_t* ql = y + 64 * h;
         const uint8_t* qh = y + 128 + 32 * h;
         const int8_t* sc = (const int8_t*)(y + 192 + 8 * h);
         float* xh = x + 128 * h;
-        for (int l = 0; l < 32; ++l) {
-            const int is = l / 16;
-            const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-            const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            xh[l] = d * (float)sc[is + 0] * (float)q1;
-            xh[l + 32] = d * (float)sc[is + 2] * (float)q2;
-            xh[l + 64] = d * (float)sc[is + 4] * (float)q3;
-            xh[l + 96] = d * (float)sc[is + 6] * (float)q4;
+        // Sixteen values per scale: (d * sc) is the same product for all of them, taken once.
+        for (int is = 0; is < 2; ++is) {
+            const float s1 = d * (float)sc[is + 0], s2 = d * (float)sc[is + 2];
+            const float s3 = d * (float)sc[is + 4], s4 = d * (float)sc[is + 6];
+            SQAT_KEEP_LOOP
+            for (int l = 16 * is; l < 16 * is + 16; ++l) {
+                const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                xh[l] = s1 * (float)q1;
+                xh[l + 32] = s2 * (float)q2;
+                xh[l + 64] = s3 * (float)q3;
+                xh[l + 96] = s4 * (float)q4;
+            }
         }
     }
 }

@@ -127,13 +127,10 @@ SQAT_HD void pack_q5(const uint8_t* q, uint8_t* qh_out, uint8_t* qs) {
     }
 }
 
-// The 32 five-bit levels of a Q5 block (read into locals first: see dequantize_block_q8_0).
-SQAT_HD void unpack_q5(const uint8_t* qh_bytes, const uint8_t* qs_bytes, int* q) {
-    const uint32_t qh = load_u32(qh_bytes);
-    uint8_t qs[16];
-    memcpy(qs, qs_bytes, 16);
-    for (int j = 0; j < 16; ++j) q[j] = (qs[j] & 0x0f) | (int)(((qh >> j) & 1u) << 4);  // a loop per nibble
-    for (int j = 0; j < 16; ++j) q[j + 16] = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+// Level j (< 16) and j + 16 of a Q5 block: the nibble of qs[j] and bit j or j + 16 of qh.
+SQAT_HD int q5_low(const uint8_t* qs, uint32_t qh, int j) { return (qs[j] & 0x0f) | (int)(((qh >> j) & 1u) << 4); }
+SQAT_HD int q5_high(const uint8_t* qs, uint32_t qh, int j) {
+    return (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
 }
 
 // The reference's `d ? 1/d : 0`, with the division done on an operand that cannot be zero, so that a
@@ -241,12 +238,9 @@ SQAT_HD void quantize_block_q8_0(const float* x, const float* qw, float row_sigm
 }
 
 /// Dequantize one Q8_0 block into 32 floats.
-SQAT_HD void dequantize_block_q8_0(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_q8_0(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
-    // The bytes are copied to a local array first: read through y, which the compiler must assume the
-    // float stores may overwrite (uint8_t aliases everything), the loop would stay scalar.
-    int8_t q[QK32];
-    memcpy(q, y + 2, QK32);
+    const int8_t* q = reinterpret_cast<const int8_t*>(y + 2);
     for (int j = 0; j < QK32; ++j) x[j] = (float)q[j] * d;
 }
 
@@ -294,15 +288,15 @@ SQAT_HD void quantize_block_q4_0(const float* x, const float* qw, float row_sigm
 }
 
 /// Dequantize one Q4_0 block into 32 floats.
-SQAT_HD void dequantize_block_q4_0(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_q4_0(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
-    uint8_t qs[16];
-    memcpy(qs, y + 2, 16);  // local copy: see dequantize_block_q8_0
-    int q[QK32];
-    // Two loops, one per nibble: one loop storing both halves is not vectorised.
-    for (int j = 0; j < 16; ++j) q[j] = (qs[j] & 0x0f) - 8;
-    for (int j = 0; j < 16; ++j) q[j + 16] = (qs[j] >> 4) - 8;
-    for (int j = 0; j < QK32; ++j) x[j] = (float)q[j] * d;
+    const uint8_t* qs = y + 2;
+    // One loop per nibble, each straight to the floats: an int array in between is stored in halves
+    // and reloaded whole, which stalls store forwarding.
+    SQAT_KEEP_LOOP
+    for (int j = 0; j < 16; ++j) x[j] = (float)((qs[j] & 0x0f) - 8) * d;
+    SQAT_KEEP_LOOP
+    for (int j = 0; j < 16; ++j) x[j + 16] = (float)((qs[j] >> 4) - 8) * d;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -353,17 +347,20 @@ SQAT_HD void quantize_block_q4_1(const float* x, const float* qw, float row_sigm
 }
 
 /// Dequantize one Q4_1 block into 32 floats.
-SQAT_HD void dequantize_block_q4_1(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_q4_1(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
     const float m = fp16_to_fp32(load_u16(y + 2));
-    uint8_t qs[16];
-    memcpy(qs, y + 4, 16);  // local copy: see dequantize_block_q8_0
-    int q[QK32];
-    for (int j = 0; j < 16; ++j) q[j] = qs[j] & 0x0f;  // one loop per nibble, as for Q4_0
-    for (int j = 0; j < 16; ++j) q[j + 16] = qs[j] >> 4;
-    for (int j = 0; j < QK32; ++j) {
-        const float a = (float)q[j] * d;  // product and sum: two roundings, as upstream
+    const uint8_t* qs = y + 4;
+    // Product and sum: two roundings, as upstream.  One loop per nibble, as for Q4_0.
+    SQAT_KEEP_LOOP
+    for (int j = 0; j < 16; ++j) {
+        const float a = (float)(qs[j] & 0x0f) * d;
         x[j] = a + m;
+    }
+    SQAT_KEEP_LOOP
+    for (int j = 0; j < 16; ++j) {
+        const float a = (float)(qs[j] >> 4) * d;
+        x[j + 16] = a + m;
     }
 }
 
@@ -416,11 +413,14 @@ SQAT_HD void quantize_block_q5_0(const float* x, const float* qw, float row_sigm
 }
 
 /// Dequantize one Q5_0 block into 32 floats.
-SQAT_HD void dequantize_block_q5_0(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_q5_0(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
-    int q[QK32];
-    legacy_detail::unpack_q5(y + 2, y + 6, q);
-    for (int j = 0; j < QK32; ++j) x[j] = (float)(q[j] - 16) * d;
+    const uint32_t qh = load_u32(y + 2);
+    const uint8_t* qs = y + 6;
+    SQAT_KEEP_LOOP
+    for (int j = 0; j < 16; ++j) x[j] = (float)(legacy_detail::q5_low(qs, qh, j) - 16) * d;
+    SQAT_KEEP_LOOP
+    for (int j = 0; j < 16; ++j) x[j + 16] = (float)(legacy_detail::q5_high(qs, qh, j) - 16) * d;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -472,14 +472,20 @@ SQAT_HD void quantize_block_q5_1(const float* x, const float* qw, float row_sigm
 }
 
 /// Dequantize one Q5_1 block into 32 floats.
-SQAT_HD void dequantize_block_q5_1(const uint8_t* y, float* x) {
+SQAT_HD void dequantize_block_q5_1(const uint8_t* SQAT_RESTRICT y, float* SQAT_RESTRICT x) {
     const float d = fp16_to_fp32(load_u16(y));
     const float m = fp16_to_fp32(load_u16(y + 2));
-    int q[QK32];
-    legacy_detail::unpack_q5(y + 4, y + 8, q);
-    for (int j = 0; j < QK32; ++j) {
-        const float a = (float)q[j] * d;
+    const uint32_t qh = load_u32(y + 4);
+    const uint8_t* qs = y + 8;
+    SQAT_KEEP_LOOP
+    for (int j = 0; j < 16; ++j) {
+        const float a = (float)legacy_detail::q5_low(qs, qh, j) * d;
         x[j] = a + m;
+    }
+    SQAT_KEEP_LOOP
+    for (int j = 0; j < 16; ++j) {
+        const float a = (float)legacy_detail::q5_high(qs, qh, j) * d;
+        x[j + 16] = a + m;
     }
 }
 

@@ -66,6 +66,28 @@ def _variant_from_environment() -> None:
 _variant_from_environment()
 
 
+CPU_THREADS = ("auto", "pool")
+"""Thread sources of the CPU kernels: "auto" runs them on the threads of an OpenMP runtime already loaded
+in the process (PyTorch's, once torch is imported), else on sqat's own pool; "pool" always uses the pool."""
+
+
+def cpu_threads() -> str:
+    """Whose threads the CPU kernels run on now: "openmp" (a loaded OpenMP runtime's: PyTorch's) or "pool".
+
+    Sharing PyTorch's team matters in a training loop: after each parallel torch op its threads spin on every
+    core for a while, and a thread of a second pool then competes with them for a core. A forked child
+    always uses the pool (GNU OpenMP's threads do not survive fork). Bytes are identical either way.
+    """
+    return "openmp" if _C.openmp_available() else "pool"
+
+
+def set_cpu_threads(name: str) -> None:
+    """Choose the CPU kernels' thread source: "auto" (default) or "pool" (see CPU_THREADS)."""
+    if name not in CPU_THREADS:
+        raise ValueError(f"unknown CPU thread source {name!r}; valid: {', '.join(CPU_THREADS)}")
+    _C.set_openmp_allowed(name == "auto")
+
+
 def cuda_compiled() -> bool:
     """Whether this build of the package contains the CUDA kernels."""
     return bool(_C.cuda_compiled())

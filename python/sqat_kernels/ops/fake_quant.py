@@ -13,7 +13,7 @@ import torch
 
 from ..backends.finite import first_nonfinite
 from ..backends.host import borrowed_numpy
-from ..backends.native import _C, cuda_compiled, default_threads
+from ..backends.native import _C, cuda_compiled
 from ..formats import QuantFormat, get_format
 
 #: Straight-through estimators: "identity" passes the gradient unchanged; "clipped" zeroes it where the weight
@@ -75,7 +75,7 @@ def _fake_quant_op(
         return cuda.fake_quant(x2d, fmt, imatrix).reshape(w.shape)
     im = None if imatrix is None else imatrix.detach().to("cpu", torch.float32).contiguous().numpy()
     try:
-        out = _C.fake_quant(borrowed_numpy(x2d), fmt.type_id, im, default_threads())
+        out = _C.fake_quant(borrowed_numpy(x2d), fmt.type_id, im, torch.get_num_threads())
     except ValueError as e:
         raise ValueError(f"cannot fake-quantize to {fmt.name}: {e}") from None
     return torch.from_numpy(out).reshape(w.shape)
@@ -100,7 +100,7 @@ def _clipped_grad_op(
 
         return cuda.clipped_grad(x2d, fmt, imatrix, g2d).reshape(w.shape)
     im = None if imatrix is None else imatrix.detach().to("cpu", torch.float32).contiguous().numpy()
-    out = _C.clipped_grad(borrowed_numpy(x2d), fmt.type_id, im, borrowed_numpy(g2d), default_threads())
+    out = _C.clipped_grad(borrowed_numpy(x2d), fmt.type_id, im, borrowed_numpy(g2d), torch.get_num_threads())
     return torch.from_numpy(out).reshape(w.shape)
 
 
