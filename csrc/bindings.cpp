@@ -54,18 +54,6 @@ U8Array checked_output(const std::optional<py::array>& out, int64_t nrows, int64
     return py::reinterpret_borrow<U8Array>(o);
 }
 
-// The same contract for a float32 result of x's shape [nrows, n].
-F32Array checked_float_output(const std::optional<py::array>& out, int64_t nrows, int64_t n) {
-    if (!out) return F32Array({nrows, n});
-    const py::array& o = *out;
-    if (!o.dtype().is(py::dtype::of<float>())) throw py::type_error("out must be a float32 array");
-    if (!(o.flags() & py::array::c_style) || !o.writeable())
-        throw py::value_error("out must be C-contiguous and writeable");
-    if (o.ndim() != 2 || o.shape(0) != nrows || o.shape(1) != n)
-        throw py::value_error("out must have shape [" + std::to_string(nrows) + ", " + std::to_string(n) + "]");
-    return py::reinterpret_borrow<F32Array>(o);
-}
-
 U8Array quantize(const F32Array& x, int type, const std::optional<F32Array>& imatrix, int threads,
                  const std::optional<py::array>& out_arg) {
     require_2d(x, "x");
@@ -84,13 +72,12 @@ U8Array quantize(const F32Array& x, int type, const std::optional<F32Array>& ima
     return out;
 }
 
-F32Array fake_quant(const F32Array& x, int type, const std::optional<F32Array>& imatrix, int threads,
-                    const std::optional<py::array>& out_arg) {
+F32Array fake_quant(const F32Array& x, int type, const std::optional<F32Array>& imatrix, int threads) {
     require_2d(x, "x");
     const int64_t nrows = x.shape(0), n = x.shape(1);
     checked_geometry(type, n);
     const float* qw = checked_imatrix(imatrix, n);
-    F32Array out = checked_float_output(out_arg, nrows, n);
+    F32Array out({nrows, n});
     int64_t bad;
     {
         py::gil_scoped_release nogil;
@@ -103,14 +90,14 @@ F32Array fake_quant(const F32Array& x, int type, const std::optional<F32Array>& 
 }
 
 F32Array clipped_grad(const F32Array& x, int type, const std::optional<F32Array>& imatrix, const F32Array& grad,
-                      int threads, const std::optional<py::array>& out_arg) {
+                      int threads) {
     require_2d(x, "x");
     const int64_t nrows = x.shape(0), n = x.shape(1);
     checked_geometry(type, n);
     if (grad.ndim() != 2 || grad.shape(0) != nrows || grad.shape(1) != n)
         throw py::value_error("grad must have the shape of x");
     const float* qw = checked_imatrix(imatrix, n);
-    F32Array out = checked_float_output(out_arg, nrows, n);
+    F32Array out({nrows, n});
     {
         py::gil_scoped_release nogil;
         sqat::cpu::clipped_grad_rows(type, x.data(), nrows, n, qw, grad.data(), out.mutable_data(), threads);
@@ -214,11 +201,9 @@ PYBIND11_MODULE(_C, m) {
           py::arg("threads") = 1, py::arg("out") = py::none(),
           "float32 [nrows, n] -> uint8 [nrows, row_bytes] on the CPU (into `out` when given).");
     m.def("fake_quant", &fake_quant, py::arg("x"), py::arg("type"), py::arg("imatrix") = py::none(),
-          py::arg("threads") = 1, py::arg("out") = py::none(),
-          "float32 [nrows, n] -> float32 dequantize(quantize(x)), fused, on the CPU (into `out` when given).");
+          py::arg("threads") = 1, "float32 [nrows, n] -> float32 dequantize(quantize(x)), fused, on the CPU.");
     m.def("clipped_grad", &clipped_grad, py::arg("x"), py::arg("type"), py::arg("imatrix"), py::arg("grad"),
-          py::arg("threads") = 1, py::arg("out") = py::none(),
-          "Clipped STE: grad where x is representable by its quantized block, else 0 (into `out` when given).");
+          py::arg("threads") = 1, "Clipped STE: grad where x is representable by its quantized block, else 0.");
     m.def("emulate_cuda_clipped_grad", &emulate_cuda_clipped_grad, py::arg("x"), py::arg("type"), py::arg("imatrix"),
           py::arg("grad"), py::arg("grid") = 0, py::arg("block") = 0,
           "Run the CUDA clipped-gradient kernel bodies over a grid on the host.");

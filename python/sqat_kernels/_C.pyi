@@ -25,14 +25,9 @@ def dequantize(
     """uint8 [nrows, row_bytes] (C-contiguous) -> float32 [nrows, n_per_row]."""
 
 def fake_quant(
-    x: npt.NDArray[np.float32],
-    type: int,
-    imatrix: npt.NDArray[np.float32] | None = None,
-    threads: int = 1,
-    out: npt.NDArray[np.float32] | None = None,
+    x: npt.NDArray[np.float32], type: int, imatrix: npt.NDArray[np.float32] | None = None, threads: int = 1
 ) -> npt.NDArray[np.float32]:
-    """float32 [nrows, n] -> float32 dequantize(quantize(x)), fused, written into ``out`` (float32,
-    C-contiguous, writeable, [nrows, n]) when given; ValueError on NaN/Inf."""
+    """float32 [nrows, n] -> float32 dequantize(quantize(x)), fused; ValueError on NaN/Inf."""
 
 def clipped_grad(
     x: npt.NDArray[np.float32],
@@ -40,10 +35,8 @@ def clipped_grad(
     imatrix: npt.NDArray[np.float32] | None,
     grad: npt.NDArray[np.float32],
     threads: int = 1,
-    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Clipped STE: grad where x is representable by its quantized block (sqat/clip.h), else 0; written
-    into ``out`` (float32, C-contiguous, writeable, [nrows, n]) when given."""
+    """Clipped STE: grad where x is representable by its quantized block (sqat/clip.h), else 0."""
 
 def emulate_cuda_clipped_grad(
     x: npt.NDArray[np.float32],

@@ -63,17 +63,17 @@ SQAT_HD void quantize_block(int type, const float* x, const float* qw, float row
     }
 }
 
-// Blocks per call of the grouped no-imatrix path (quantize_blocks<kBlockGroup>): eight lanes, one AVX2
-// vector of floats.
-constexpr int kBlockGroup = 8;
-
-// Largest block of the grouped types (Q8_0).
-constexpr int kMaxLegacyTypeSize = 34;
-
-// True for the types whose no-imatrix quantizer has a grouped form (the legacy 32-value blocks).
-SQAT_HD constexpr bool has_block_groups(int type) {
-    return type == kQ8_0 || type == kQ4_0 || type == kQ4_1 || type == kQ5_0 || type == kQ5_1;
+// Blocks per call of the grouped no-imatrix path (quantize_blocks<block_group(type)>), 1 for the types
+// without one: eight legacy 32-value blocks (eight lanes, one AVX2 vector of floats for the per-block
+// scalar steps), two Q4_K/Q5_K super-blocks (sixteen sub-block lanes in the scale search).
+SQAT_HD constexpr int block_group(int type) {
+    return type == kQ8_0 || type == kQ4_0 || type == kQ4_1 || type == kQ5_0 || type == kQ5_1 ? 8
+           : type == kQ4_K || type == kQ5_K                                               ? 2
+                                                                                          : 1;
 }
+
+// Largest packed size of a group's worth of values per value: Q8_0's 34 bytes per 32.
+constexpr int kMaxTypeSizePer32 = 34;
 
 // Quantize G consecutive blocks without an importance matrix: bytes equal to G quantize_block calls.
 template <int G>
@@ -84,6 +84,8 @@ SQAT_HD void quantize_blocks(int type, const float* x, uint8_t* y) {
         case kQ4_1: quantize_blocks_q4_1<G>(x, y); return;
         case kQ5_0: quantize_blocks_q5_0<G>(x, y); return;
         case kQ5_1: quantize_blocks_q5_1<G>(x, y); return;
+        case kQ4_K: quantize_blocks_q4_K<G>(x, y); return;
+        case kQ5_K: quantize_blocks_q5_K<G>(x, y); return;
         default: {
             const Geometry g = geometry(type);
             for (int b = 0; b < G; ++b) quantize_block(type, x + b * g.block_size, nullptr, 0.0f, y + b * g.type_size);

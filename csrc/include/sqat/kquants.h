@@ -48,120 +48,128 @@ SQAT_HD void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* s)
     }
 }
 
-// Shared Q4_K/Q5_K quantizer up to (but excluding) the packing of the levels: writes d, dmin
-// and the 12 scale bytes into y[0..15] and the final levels (0..nmax) into L.
-// The eight 32-value sub-blocks are searched side by side (make_qkx_quants_lanes), on a transposed
-// copy: xt[8*l + j] is value l of sub-block j.
-SQAT_HD void quantize_kq_asym(const float* x, const float* qw, int nmax, uint8_t* y, uint8_t* L) {
-    float xt[QK_K], wt[QK_K];
-    uint8_t Lt[QK_K];
-    float mins[8];
-    float scales[8];
-    uint8_t ls[8];
-    uint8_t lm[8];
-    float d_block, m_block;
-    for (int j = 0; j < 8; ++j)
-        for (int l = 0; l < 32; ++l) xt[8 * l + j] = x[32 * j + l];
+// Shared Q4_K/Q5_K quantizer up to (but excluding) the packing of the levels, for B consecutive super-blocks
+// (x + 256*b, y + type_size*b, L + 256*b; qw + 256*b when given): writes d, dmin and the 12 scale bytes into
+// the block's first 16 bytes and its final levels (0..nmax) into L.  The 8*B sub-blocks are searched side
+// by side (make_qkx_quants_lanes), on a transposed copy: xt[8*B*l + 8*b + j] is value l of sub-block j of
+// super-block b.  Each lane's sums run in the reference order; more lanes only give the processor
+// independent chains to overlap (one super-block's 8 lanes leave the search waiting on add latency).
+template <int B>
+SQAT_HD void quantize_kq_asym(const float* x, const float* qw, int nmax, uint8_t* y, int type_size, uint8_t* L) {
+    constexpr int G = 8 * B;
+    float xt[QK_K * B], wt[QK_K * B];
+    uint8_t Lt[QK_K * B];
+    float mins[G], scales[G];
+    uint8_t ls[G], lm[G];
+    float d_block[B], m_block[B];
+    for (int j = 0; j < G; ++j)
+        for (int l = 0; l < 32; ++l) xt[G * l + j] = x[32 * j + l];
 
     if (qw == nullptr) {
         // Reference path: per-sub-block weights, plain max-based 6-bit scale quantization.
         const float rmin = nmax == 15 ? -1.0f : -0.5f;
         const int nstep = nmax == 15 ? 20 : 15;
-        float sum_x2[8];
-        for (int j = 0; j < 8; ++j) sum_x2[j] = 0;
+        float sum_x2[G];
+        for (int j = 0; j < G; ++j) sum_x2[j] = 0;
         for (int l = 0; l < 32; ++l)
-            for (int j = 0; j < 8; ++j) sum_x2[j] += xt[8 * l + j] * xt[8 * l + j];
-        float av_x[8];
-        for (int j = 0; j < 8; ++j) av_x[j] = sqrtf(sum_x2[j] / 32.0f);
+            for (int j = 0; j < G; ++j) sum_x2[j] += xt[G * l + j] * xt[G * l + j];
+        float av_x[G];
+        for (int j = 0; j < G; ++j) av_x[j] = sqrtf(sum_x2[j] / 32.0f);
         for (int l = 0; l < 32; ++l)
-            for (int j = 0; j < 8; ++j) wt[8 * l + j] = av_x[j] + fabsf(xt[8 * l + j]);
-        make_qkx_quants_lanes<32, 8>(nmax, xt, wt, Lt, scales, mins, rmin, 0.1f, nstep, false);
-        float max_scale = 0;
-        float max_min = 0;
-        for (int j = 0; j < 8; ++j) {
-            if (scales[j] > max_scale) max_scale = scales[j];
-            if (mins[j] > max_min) max_min = mins[j];
+            for (int j = 0; j < G; ++j) wt[G * l + j] = av_x[j] + fabsf(xt[G * l + j]);
+        make_qkx_quants_lanes<32, G>(nmax, xt, wt, Lt, scales, mins, rmin, 0.1f, nstep, false);
+        for (int b = 0; b < B; ++b) {
+            float max_scale = 0;
+            float max_min = 0;
+            for (int j = 8 * b; j < 8 * b + 8; ++j) {
+                if (scales[j] > max_scale) max_scale = scales[j];
+                if (mins[j] > max_min) max_min = mins[j];
+            }
+            const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+            const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+            for (int j = 8 * b; j < 8 * b + 8; ++j) {
+                // Upstream narrows to uint8 before clamping, so a negative level wraps and then clamps to 63.
+                const uint8_t a = (uint8_t)nearest_int(inv_scale * scales[j]);
+                const uint8_t c = (uint8_t)nearest_int(inv_min * mins[j]);
+                ls[j] = a < 63 ? a : 63;
+                lm[j] = c < 63 ? c : 63;
+            }
+            // Divided, not 1/inv_scale: the two differ in the last bit often enough to matter.
+            d_block[b] = max_scale / 63.f;
+            m_block[b] = max_min / 63.f;
         }
-        const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-        const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-        for (int j = 0; j < 8; ++j) {
-            // Upstream narrows to uint8 before clamping, so a negative level wraps and then clamps to 63.
-            const uint8_t a = (uint8_t)nearest_int(inv_scale * scales[j]);
-            const uint8_t b = (uint8_t)nearest_int(inv_min * mins[j]);
-            ls[j] = a < 63 ? a : 63;
-            lm[j] = b < 63 ? b : 63;
-        }
-        // Divided, not 1/inv_scale: the two differ in the last bit often enough to matter.
-        d_block = max_scale / 63.f;
-        m_block = max_min / 63.f;
     } else {
         // Imatrix path: sigma2 is per super-block here (unlike the legacy formats' per-row one).
-        float sum_x2 = 0;
-        for (int l = 0; l < QK_K; ++l) sum_x2 += x[l] * x[l];
-        const float sigma2 = 2 * sum_x2 / (float)QK_K;
-        for (int j = 0; j < 8; ++j) {
-            for (int l = 0; l < 32; ++l) {
-                const float v = x[32 * j + l];
-                wt[8 * l + j] = qw[32 * j + l] * sqrtf(sigma2 + v * v);
+        float sw[G];
+        for (int b = 0; b < B; ++b) {
+            const float* xb = x + QK_K * b;
+            float sum_x2 = 0;
+            for (int l = 0; l < QK_K; ++l) sum_x2 += xb[l] * xb[l];
+            const float sigma2 = 2 * sum_x2 / (float)QK_K;
+            for (int j = 8 * b; j < 8 * b + 8; ++j) {
+                for (int l = 0; l < 32; ++l) {
+                    const float v = x[32 * j + l];
+                    wt[G * l + j] = qw[32 * j + l] * sqrtf(sigma2 + v * v);
+                }
             }
         }
-        float sw[8];
-        for (int j = 0; j < 8; ++j) sw[j] = 0;
+        for (int j = 0; j < G; ++j) sw[j] = 0;
         for (int l = 0; l < 32; ++l)
-            for (int j = 0; j < 8; ++j) sw[j] += wt[8 * l + j];
-        make_qkx_quants_lanes<32, 8>(nmax, xt, wt, Lt, scales, mins, -0.9f, 0.05f, 36, false);
-        d_block = make_qp_quants(8, 63, scales, ls, sw);
-        m_block = make_qp_quants(8, 63, mins, lm, sw);
+            for (int j = 0; j < G; ++j) sw[j] += wt[G * l + j];
+        make_qkx_quants_lanes<32, G>(nmax, xt, wt, Lt, scales, mins, -0.9f, 0.05f, 36, false);
+        for (int b = 0; b < B; ++b) {
+            d_block[b] = make_qp_quants(8, 63, scales + 8 * b, ls + 8 * b, sw + 8 * b);
+            m_block[b] = make_qp_quants(8, 63, mins + 8 * b, lm + 8 * b, sw + 8 * b);
+        }
         // Only Q5_K clamps here; Q4_K packs the raw levels (identical unless a level wrapped).
         if (nmax == 31) {
-            for (int j = 0; j < 8; ++j) {
+            for (int j = 0; j < G; ++j) {
                 ls[j] = ls[j] < 63 ? ls[j] : 63;
                 lm[j] = lm[j] < 63 ? lm[j] : 63;
             }
         }
     }
-    for (int j = 0; j < 8; ++j)
-        for (int l = 0; l < 32; ++l) L[32 * j + l] = Lt[8 * l + j];
+    for (int j = 0; j < G; ++j)
+        for (int l = 0; l < 32; ++l) L[32 * j + l] = Lt[G * l + j];
 
-    uint8_t* sc_bytes = y + 4;
-    pack_scale_min_k4(ls, lm, sc_bytes);
-    store_u16(y, fp32_to_fp16(d_block));
-    store_u16(y + 2, fp32_to_fp16(m_block));
+    for (int b = 0; b < B; ++b) {
+        uint8_t* yb = y + type_size * b;
+        uint8_t* sc_bytes = yb + 4;
+        pack_scale_min_k4(ls + 8 * b, lm + 8 * b, sc_bytes);
+        store_u16(yb, fp32_to_fp16(d_block[b]));
+        store_u16(yb + 2, fp32_to_fp16(m_block[b]));
 
-    // Re-quantize against the scales as they will be decoded (fp16 super-scales, 6-bit sub-scales).
-    const float d_all = fp16_to_fp32(load_u16(y));
-    const float m_all = fp16_to_fp32(load_u16(y + 2));
-    for (int j = 0; j < 8; ++j) {
-        uint8_t sc, m;
-        get_scale_min_k4(j, sc_bytes, &sc, &m);
-        const float d = d_all * (float)sc;
-        // A zero step keeps the levels from the search above rather than zeroing them.
-        if (d == 0.0f) continue;
-        const float dm = m_all * (float)m;
-        for (int ii = 0; ii < 32; ++ii) {
-            int l = nearest_int((x[32 * j + ii] + dm) / d);
-            l = l < nmax ? l : nmax;
-            L[32 * j + ii] = (uint8_t)(l > 0 ? l : 0);
+        // Re-quantize against the scales as they will be decoded (fp16 super-scales, 6-bit sub-scales).
+        const float d_all = fp16_to_fp32(load_u16(yb));
+        const float m_all = fp16_to_fp32(load_u16(yb + 2));
+        for (int j = 0; j < 8; ++j) {
+            uint8_t sc, m;
+            get_scale_min_k4(j, sc_bytes, &sc, &m);
+            const float d = d_all * (float)sc;
+            // A zero step keeps the levels from the search above rather than zeroing them.
+            if (d == 0.0f) continue;
+            const float dm = m_all * (float)m;
+            const float* xs = x + QK_K * b + 32 * j;
+            uint8_t* Ls = L + QK_K * b + 32 * j;
+            for (int ii = 0; ii < 32; ++ii) {
+                int l = nearest_int((xs[ii] + dm) / d);
+                l = l < nmax ? l : nmax;
+                Ls[ii] = (uint8_t)(l > 0 ? l : 0);
+            }
         }
     }
 }
 
-// Quantizes 256 floats to one 144-byte Q4_K block (reference algorithm if qw is null, imatrix otherwise).
-SQAT_HD void quantize_block_q4_K(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
-    (void)row_sigma2;
-    uint8_t L[QK_K];
-    quantize_kq_asym(x, qw, 15, y, L);
+// Packs one Q4_K block's levels (0..15) into its 128 nibble bytes.
+SQAT_HD void pack_levels_q4_K(const uint8_t* L, uint8_t* y) {
     uint8_t* q = y + 16;
     for (int c = 0; c < 4; ++c) {
         for (int l = 0; l < 32; ++l) q[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
     }
 }
 
-// Quantizes 256 floats to one 176-byte Q5_K block (reference algorithm if qw is null, imatrix otherwise).
-SQAT_HD void quantize_block_q5_K(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
-    (void)row_sigma2;
-    uint8_t L[QK_K];
-    quantize_kq_asym(x, qw, 31, y, L);
+// Packs one Q5_K block's levels (0..31): high bits into qh, nibbles into ql.
+SQAT_HD void pack_levels_q5_K(const uint8_t* L, uint8_t* y) {
     uint8_t* qh = y + 16;
     uint8_t* ql = y + 48;
     for (int l = 0; l < 32; ++l) qh[l] = 0;
@@ -176,6 +184,38 @@ SQAT_HD void quantize_block_q5_K(const float* x, const float* qw, float row_sigm
             ql[32 * c + l] = (uint8_t)(l1 | (l2 << 4));
         }
     }
+}
+
+/// Quantize B consecutive 256-value blocks to Q4_K (144 bytes each) without an importance matrix.
+template <int B>
+SQAT_HD void quantize_blocks_q4_K(const float* x, uint8_t* y) {
+    uint8_t L[QK_K * B];
+    quantize_kq_asym<B>(x, nullptr, 15, y, 144, L);
+    for (int b = 0; b < B; ++b) pack_levels_q4_K(L + QK_K * b, y + 144 * b);
+}
+
+/// Quantize B consecutive 256-value blocks to Q5_K (176 bytes each) without an importance matrix.
+template <int B>
+SQAT_HD void quantize_blocks_q5_K(const float* x, uint8_t* y) {
+    uint8_t L[QK_K * B];
+    quantize_kq_asym<B>(x, nullptr, 31, y, 176, L);
+    for (int b = 0; b < B; ++b) pack_levels_q5_K(L + QK_K * b, y + 176 * b);
+}
+
+// Quantizes 256 floats to one 144-byte Q4_K block (reference algorithm if qw is null, imatrix otherwise).
+SQAT_HD void quantize_block_q4_K(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
+    (void)row_sigma2;
+    uint8_t L[QK_K];
+    quantize_kq_asym<1>(x, qw, 15, y, 144, L);
+    pack_levels_q4_K(L, y);
+}
+
+// Quantizes 256 floats to one 176-byte Q5_K block (reference algorithm if qw is null, imatrix otherwise).
+SQAT_HD void quantize_block_q5_K(const float* x, const float* qw, float row_sigma2, uint8_t* y) {
+    (void)row_sigma2;
+    uint8_t L[QK_K];
+    quantize_kq_asym<1>(x, qw, 31, y, 176, L);
+    pack_levels_q5_K(L, y);
 }
 
 // Quantizes 256 floats to one 210-byte Q6_K block; with qw the raw importances weight the

@@ -320,11 +320,15 @@ SQAT_HD void make_qkx_quants_lanes(int nmax, const float* x, const float* weight
         float this_scale[G], this_min[G], cur_error[G], D[G];
         SQAT_LANES for (int g = 0; g < G; ++g) {
             D[g] = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
-            float ts = (sum_w[g] * sum_xl[g] - sum_x[g] * sum_l[g]) / D[g];
-            float tm = (sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g]) / D[g];
-            const bool positive = tm > 0;
-            ts = positive ? sum_xl[g] / sum_l2[g] : ts;
-            tm = positive ? 0.0f : tm;
+            const float ts_free = (sum_w[g] * sum_xl[g] - sum_x[g] * sum_l[g]) / D[g];
+            const float tm_free = (sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g]) / D[g];
+            // Both candidates are computed in every lane and one is picked with a bit mask: a division
+            // under upstream's condition (a `?:` too: GCC sinks the division into a branch) is not
+            // executed speculatively, which kept this loop scalar.
+            const float ts_zero_min = sum_xl[g] / sum_l2[g];
+            const uint32_t positive = 0u - (uint32_t)(tm_free > 0);
+            const float ts = select_bits(positive, ts_zero_min, ts_free);
+            const float tm = select_bits(positive, 0.0f, tm_free);
             this_scale[g] = ts;
             this_min[g] = tm;
             cur_error[g] = 0;
