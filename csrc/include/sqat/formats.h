@@ -72,8 +72,8 @@ SQAT_HD constexpr int block_group(int type) {
                                                                                           : 1;
 }
 
-// Largest packed size of a group's worth of values per value: Q8_0's 34 bytes per 32.
-constexpr int kMaxTypeSizePer32 = 34;
+// Largest block_group(type) * type_size: two Q5_K blocks.
+constexpr int kMaxGroupBytes = 2 * 176;
 
 // Quantize G consecutive blocks without an importance matrix: bytes equal to G quantize_block calls.
 template <int G>
@@ -111,6 +111,20 @@ SQAT_HD void dequantize_block(int type, const uint8_t* y, float* x) {
         case kIQ4_XS: dequantize_block_iq4_xs(y, x); break;
         default: break;
     }
+}
+
+// dequantize(quantize(x)) for G consecutive blocks without an importance matrix, into out (G * block
+// size floats): fused for Q8_0, through a local copy of the packed bytes otherwise.
+template <int G>
+SQAT_HD void fake_quant_blocks(int type, const float* x, float* out) {
+    if (type == kQ8_0) {
+        fake_quant_blocks_q8_0<G>(x, out);
+        return;
+    }
+    const Geometry g = geometry(type);
+    uint8_t packed[kMaxGroupBytes];
+    quantize_blocks<G>(type, x, packed);
+    for (int b = 0; b < G; ++b) dequantize_block(type, packed + b * g.type_size, out + b * g.block_size);
 }
 
 // Fake-quantize one block: the values llama.cpp would decode from this block's quantization.  The

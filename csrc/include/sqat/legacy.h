@@ -191,36 +191,53 @@ SQAT_HD void offset_scales(const float* x, float* min, float* d, float* id, uint
 // ---------------------------------------------------------------------------------------------------
 // Q8_0: [d fp16][qs int8 x32]
 
-/// Quantize G consecutive 32-value blocks to Q8_0 (34 bytes each), as quantize_row_q8_0_ref.
+namespace legacy_detail {
+
+// Q8_0's per-block steps for G blocks: amax (NaN-aware), d = amax / 127, its reciprocal and fp16 image.
 template <int G>
-SQAT_HD void quantize_blocks_q8_0(const float* x, uint8_t* y) {
-    float amax[G], d[G], id[G];
-    uint16_t h[G];
-    bool nan[G];
+SQAT_HD void q8_0_scales(const float* x, bool* nan, float* d, float* id, uint16_t* h) {
+    float amax[G];
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
-        nan[b] = legacy_detail::any_nan(xb);
-        amax[b] = nan[b] ? legacy_detail::absmax_with_nan(xb) : legacy_detail::block_absmax(xb);
+        nan[b] = any_nan(xb);
+        amax[b] = nan[b] ? absmax_with_nan(xb) : block_absmax(xb);
     }
     SQAT_LANES for (int b = 0; b < G; ++b) {
         d[b] = amax[b] / 127.0f;
-        id[b] = legacy_detail::inverse_scale(d[b]);  // from the unrounded d
+        id[b] = inverse_scale(d[b]);  // from the unrounded d
     }
     // A loop of its own: merged with the one above, neither gets vectorised.
     SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);
+}
+
+// The fast case of a Q8_0 block: no NaN and a finite scale and reciprocal, so every |x*id| <= 127 (to
+// rounding) and the rounded values convert exactly, with no x86 emulation needed.
+SQAT_HD bool q8_0_fast(bool nan, float d, float id) { return !nan && is_finite(d) && is_finite(id); }
+
+// Level of v = x*id in the fast case, as an integer-valued float: roundf (halves away from zero).  The
+// + 0.0f turns a -0 into the +0 that the int8 level 0 decodes to.
+SQAT_HD float q8_0_level(float v) {
+    const float a = fabsf(v);
+    float t = (float)(int)a;
+    t += (float)(a - t >= 0.5f);
+    return copysignf(t, v) + 0.0f;
+}
+
+}  // namespace legacy_detail
+
+/// Quantize G consecutive 32-value blocks to Q8_0 (34 bytes each), as quantize_row_q8_0_ref.
+template <int G>
+SQAT_HD void quantize_blocks_q8_0(const float* x, uint8_t* y) {
+    float d[G], id[G];
+    uint16_t h[G];
+    bool nan[G];
+    legacy_detail::q8_0_scales<G>(x, nan, d, id, h);
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
         uint8_t* yb = y + 34 * b;
         store_u16(yb, h[b]);
-        if (!nan[b] && legacy_detail::is_finite(d[b]) && legacy_detail::is_finite(id[b])) {
-            // Every |x*id| <= 127 (to rounding): rounded values convert exactly, no x86 emulation needed.
-            for (int j = 0; j < QK32; ++j) {
-                const float v = xb[j] * id[b];
-                const float a = fabsf(v);
-                float t = (float)(int)a;
-                t += (float)(a - t >= 0.5f);
-                yb[2 + j] = (uint8_t)(int)copysignf(t, v);
-            }
+        if (legacy_detail::q8_0_fast(nan[b], d[b], id[b])) {
+            for (int j = 0; j < QK32; ++j) yb[2 + j] = (uint8_t)(int)legacy_detail::q8_0_level(xb[j] * id[b]);
         } else {
             for (int j = 0; j < QK32; ++j) {
                 const float v = xb[j] * id[b];
@@ -242,6 +259,29 @@ SQAT_HD void dequantize_block_q8_0(const uint8_t* SQAT_RESTRICT y, float* SQAT_R
     const float d = fp16_to_fp32(load_u16(y));
     const int8_t* q = reinterpret_cast<const int8_t*>(y + 2);
     for (int j = 0; j < QK32; ++j) x[j] = (float)q[j] * d;
+}
+
+/// dequantize(quantize(x)) for G consecutive Q8_0 blocks, fused: in the fast case the level stays a float
+/// (equal to the int8 it would be stored as) and is multiplied by the fp16-rounded scale, as the decoder
+/// does; other blocks go through their bytes.
+template <int G>
+SQAT_HD void fake_quant_blocks_q8_0(const float* x, float* SQAT_RESTRICT out) {
+    float d[G], id[G];
+    uint16_t h[G];
+    bool nan[G];
+    legacy_detail::q8_0_scales<G>(x, nan, d, id, h);
+    for (int b = 0; b < G; ++b) {
+        const float* xb = x + QK32 * b;
+        float* ob = out + QK32 * b;
+        if (legacy_detail::q8_0_fast(nan[b], d[b], id[b])) {
+            const float dq = fp16_to_fp32(h[b]);
+            for (int j = 0; j < QK32; ++j) ob[j] = legacy_detail::q8_0_level(xb[j] * id[b]) * dq;
+        } else {
+            uint8_t packed[34];
+            quantize_blocks_q8_0<1>(xb, packed);
+            dequantize_block_q8_0(packed, ob);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
