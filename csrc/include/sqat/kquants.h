@@ -271,6 +271,7 @@ SQAT_HD void quantize_block_q6_K(const float* x, const float* qw, float row_sigm
             }
             continue;
         }
+        SQAT_KEEP_LOOP
         for (int ii = 0; ii < 16; ++ii) {
             int l = nearest_int(x[16 * j + ii] / d);
             l = l < 31 ? l : 31;
