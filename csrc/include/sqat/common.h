@@ -20,12 +20,14 @@
 // every float store could change the bytes still to be read, and their loops stay scalar.
 #define SQAT_RESTRICT __restrict__
 
-// Keeps a 16-iteration loop a loop.  GCC unrolls such loops completely before vectorising, then packs the
-// copies poorly (byte loads and inserts, measured 3x slower decoders); kept a loop, it is vectorised.
-#if defined(__GNUC__) && !defined(__CUDACC__)
-#define SQAT_KEEP_LOOP _Pragma("GCC unroll 1")
+// Marks a short loop whose iterations should become SIMD lanes: a loop over lanes (independent groups or
+// trials run side by side) or over the 16 values of a decoder's half block.  GCC unrolls such loops
+// completely, then fails to vectorise the enclosing loop or packs the copies as scalar code (byte loads
+// and inserts: 3x slower decoders); kept a loop, it is vectorised.  A code-generation hint only.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define SQAT_LANES _Pragma("GCC unroll 1")
 #else
-#define SQAT_KEEP_LOOP
+#define SQAT_LANES
 #endif
 
 namespace sqat {

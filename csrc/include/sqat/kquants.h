@@ -271,7 +271,7 @@ SQAT_HD void quantize_block_q6_K(const float* x, const float* qw, float row_sigm
             }
             continue;
         }
-        SQAT_KEEP_LOOP
+        SQAT_LANES
         for (int ii = 0; ii < 16; ++ii) {
             int l = nearest_int(x[16 * j + ii] / d);
             l = l < 31 ? l : 31;
@@ -355,7 +355,7 @@ SQAT_HD void dequantize_block_q6_K(const uint8_t* SQAT_RESTRICT y, float* SQAT_R
         for (int is = 0; is < 2; ++is) {
             const float s1 = d * (float)sc[is + 0], s2 = d * (float)sc[is + 2];
             const float s3 = d * (float)sc[is + 4], s4 = d * (float)sc[is + 6];
-            SQAT_KEEP_LOOP
+            SQAT_LANES
             for (int l = 16 * is; l < 16 * is + 16; ++l) {
                 const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
                 const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;

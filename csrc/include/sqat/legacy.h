@@ -333,9 +333,9 @@ SQAT_HD void dequantize_block_q4_0(const uint8_t* SQAT_RESTRICT y, float* SQAT_R
     const uint8_t* qs = y + 2;
     // One loop per nibble, each straight to the floats: an int array in between is stored in halves
     // and reloaded whole, which stalls store forwarding.
-    SQAT_KEEP_LOOP
+    SQAT_LANES
     for (int j = 0; j < 16; ++j) x[j] = (float)((qs[j] & 0x0f) - 8) * d;
-    SQAT_KEEP_LOOP
+    SQAT_LANES
     for (int j = 0; j < 16; ++j) x[j + 16] = (float)((qs[j] >> 4) - 8) * d;
 }
 
@@ -392,12 +392,12 @@ SQAT_HD void dequantize_block_q4_1(const uint8_t* SQAT_RESTRICT y, float* SQAT_R
     const float m = fp16_to_fp32(load_u16(y + 2));
     const uint8_t* qs = y + 4;
     // Product and sum: two roundings, as upstream.  One loop per nibble, as for Q4_0.
-    SQAT_KEEP_LOOP
+    SQAT_LANES
     for (int j = 0; j < 16; ++j) {
         const float a = (float)(qs[j] & 0x0f) * d;
         x[j] = a + m;
     }
-    SQAT_KEEP_LOOP
+    SQAT_LANES
     for (int j = 0; j < 16; ++j) {
         const float a = (float)(qs[j] >> 4) * d;
         x[j + 16] = a + m;
@@ -457,9 +457,9 @@ SQAT_HD void dequantize_block_q5_0(const uint8_t* SQAT_RESTRICT y, float* SQAT_R
     const float d = fp16_to_fp32(load_u16(y));
     const uint32_t qh = load_u32(y + 2);
     const uint8_t* qs = y + 6;
-    SQAT_KEEP_LOOP
+    SQAT_LANES
     for (int j = 0; j < 16; ++j) x[j] = (float)(legacy_detail::q5_low(qs, qh, j) - 16) * d;
-    SQAT_KEEP_LOOP
+    SQAT_LANES
     for (int j = 0; j < 16; ++j) x[j + 16] = (float)(legacy_detail::q5_high(qs, qh, j) - 16) * d;
 }
 
@@ -517,12 +517,12 @@ SQAT_HD void dequantize_block_q5_1(const uint8_t* SQAT_RESTRICT y, float* SQAT_R
     const float m = fp16_to_fp32(load_u16(y + 2));
     const uint32_t qh = load_u32(y + 4);
     const uint8_t* qs = y + 8;
-    SQAT_KEEP_LOOP
+    SQAT_LANES
     for (int j = 0; j < 16; ++j) {
         const float a = (float)legacy_detail::q5_low(qs, qh, j) * d;
         x[j] = a + m;
     }
-    SQAT_KEEP_LOOP
+    SQAT_LANES
     for (int j = 0; j < 16; ++j) {
         const float a = (float)legacy_detail::q5_high(qs, qh, j) * d;
         x[j + 16] = a + m;

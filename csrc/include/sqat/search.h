@@ -15,15 +15,6 @@
 
 #include "sqat/common.h"
 
-// Marks a short loop over lanes (independent groups or trials run side by side).  GCC would unroll such
-// a loop completely and then fail to vectorise the enclosing one; kept as a loop, it is vectorised
-// across the lanes.  Only a code-generation hint: it changes no result.
-#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
-#define SQAT_LANES _Pragma("GCC unroll 1")
-#else
-#define SQAT_LANES
-#endif
-
 namespace sqat {
 
 // ---------------------------------------------------------------------------------------------------
@@ -359,7 +350,7 @@ SQAT_HD void make_qkx_quants_lanes(int nmax, const float* x, const float* weight
             int l = nearest_int(l_iscale[g] * (x[i * G + g] - l_min[g]));
             l = l < nmax ? l : nmax;
             l = l > 0 ? l : 0;
-            L[i * G + g] = (uint8_t)(flat[g] ? 0 : l);
+            L[i * G + g] = (uint8_t)(l & (flat[g] - 1));  // 0 in a flat lane; a mask, so the loop vectorises
         }
     }
 }
