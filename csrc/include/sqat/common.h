@@ -70,24 +70,24 @@ SQAT_HD uint16_t fp32_to_fp16(float f) {
     return (uint16_t)(sign | h);
 }
 
-// binary16 -> binary32, exact.
+// binary16 -> binary32, exact, branch-free (so that it vectorises in loops across blocks), and with no
+// arithmetic on subnormal floats (which costs a microcode assist: K-quant super-scales are often fp16
+// subnormals).  Normal halves re-bias the exponent.  A subnormal half m * 2^-24 is read with exponent
+// 2^-14 as 2^-14 + m * 2^-24, and 2^-14 is subtracted exactly.
 SQAT_HD float fp16_to_fp32(uint16_t h) {
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    const uint32_t e = (h >> 10) & 0x1fu;
-    uint32_t m = h & 0x3ffu;
-    if (e == 0) {
-        if (m == 0) return f32_from_bits(sign);
-        // subnormal: normalise
-        uint32_t exp = 113;  // 127 - 15 + 1
-        while ((m & 0x400u) == 0) { m <<= 1; exp -= 1; }
-        m &= 0x3ffu;
-        return f32_from_bits(sign | (exp << 23) | (m << 13));
-    }
-    if (e == 31) {
-        // ggml widens through an f32 multiply, which on x86 quiets a signalling NaN (payload kept).
-        return f32_from_bits(sign | 0x7f800000u | (m << 13) | (m ? 0x00400000u : 0u));
-    }
-    return f32_from_bits(sign | ((e + 112u) << 23) | (m << 13));
+    const uint32_t mag = (uint32_t)(h & 0x7fffu);
+    const uint32_t bits = mag << 13;
+    const uint32_t normal = bits + (112u << 23);
+    const uint32_t subnormal = f32_bits(f32_from_bits(bits + (113u << 23)) - 0x1p-14f);
+    // Exponent 31: ggml widens through an f32 multiply, which on x86 quiets a signalling NaN (payload kept).
+    const uint32_t m = mag & 0x3ffu;
+    const uint32_t special = 0x7f800000u | (m << 13) | ((uint32_t)(m != 0) << 22);
+    const uint32_t is_subnormal = 0u - (uint32_t)(mag < 0x0400u);
+    const uint32_t is_special = 0u - (uint32_t)(mag >= 0x7c00u);
+    uint32_t r = normal ^ ((subnormal ^ normal) & is_subnormal);
+    r = r ^ ((special ^ r) & is_special);
+    return f32_from_bits(sign | r);
 }
 
 // binary32 -> bfloat16 as ggml_compute_fp32_to_bf16: NaN forced quiet, else round to nearest even.
