@@ -9,7 +9,9 @@ Per weight shape of SmolLM2-1.7B and SmolLM2-135M and per GGUF format, on the sa
   paths, vectorised across blocks, sequential inside), checked bit-exact against ``sqat`` first;
 * context, once per shape: torchao's int4 group-32 fake quantizer (``IntxFakeQuantizer``, symmetric and
   asymmetric), ``torch.fake_quantize_per_channel_affine`` (int4 range, one scale per output row, scale
-  computation included), and ``w.clone()`` (forward only) as the memory-bound floor.
+  computation included), and ``w.clone()`` (forward only) as the memory-bound floor, with
+  ``dst.copy_(w)`` into a tensor allocated once beside it: a fresh output's first-touch page faults (when
+  the allocator has handed the previous one back to the OS) can cost clone several times its copy.
 
 Blocks run along the last axis (a linear layer's input features). Rows of 576 values (SmolLM2-135M's
 hidden size) do not split into 256-value super-blocks, so the K-quants and IQ4_XS are skipped there, as
@@ -167,8 +169,10 @@ def bench_shape(
             d["gb_per_s"] = BYTES_PER_WEIGHT * numel / t.median_s / 1e9
         return d
 
+    dst = torch.empty_like(w, requires_grad=False)
     context: dict[str, Callable[[], None]] = {
         "clone_fwd": fwd_only(torch.clone, w),
+        "copy_into_fwd": fwd_only(dst.copy_, w),
         "torch_fq_per_channel_int4": fwd_bwd(torch_per_channel_int4, w, g),
     }
     for name, q in ao.items():
@@ -179,7 +183,7 @@ def bench_shape(
         "role": role,
         "shape": list(shape),
         "numel": numel,
-        "context": {name: summarize(t, name == "clone_fwd") for name, t in ctx_t.items()},
+        "context": {name: summarize(t, name.endswith("_fwd")) for name, t in ctx_t.items()},
         "formats": {},
     }
     clone_gbs = record["context"]["clone_fwd"]["gb_per_s"]
@@ -269,6 +273,7 @@ def tables(records: list[dict[str, Any]]) -> str:
                 r["role"],
                 c["clone_fwd"]["ms"],
                 c["clone_fwd"]["gb_per_s"],
+                c["copy_into_fwd"]["gb_per_s"],
                 c["torch_fq_per_channel_int4"]["ms"],
                 c["torchao_int4_g32_sym"]["ms"] if "torchao_int4_g32_sym" in c else None,
                 c["torchao_int4_g32_asym"]["ms"] if "torchao_int4_g32_asym" in c else None,
@@ -280,6 +285,7 @@ def tables(records: list[dict[str, Any]]) -> str:
         "tensors",
         "clone ms",
         "clone GB/s",
+        "copy_ GB/s",
         "torch per-ch int4 f+b ms",
         "torchao int4 g32 sym f+b ms",
         "torchao int4 g32 asym f+b ms",
