@@ -195,20 +195,26 @@ namespace legacy_detail {
 
 // Q8_0's per-block steps for G blocks: amax (NaN-aware), d = amax / 127, its reciprocal and fp16 image.
 template <int G>
-SQAT_HD void q8_0_scales(const float* x, bool* nan, float* d, float* id, uint16_t* h) {
-    float amax[G];
-    for (int b = 0; b < G; ++b) {
-        const float* xb = x + QK32 * b;
-        nan[b] = any_nan(xb);
-        amax[b] = nan[b] ? absmax_with_nan(xb) : block_absmax(xb);
+struct Q8_0Scales {
+    float d[G], id[G];
+    uint16_t h[G];
+    bool nan[G];
+
+    SQAT_HD explicit Q8_0Scales(const float* x) {
+        float amax[G];
+        for (int b = 0; b < G; ++b) {
+            const float* xb = x + QK32 * b;
+            nan[b] = any_nan(xb);
+            amax[b] = nan[b] ? absmax_with_nan(xb) : block_absmax(xb);
+        }
+        SQAT_LANES for (int b = 0; b < G; ++b) {
+            d[b] = amax[b] / 127.0f;
+            id[b] = inverse_scale(d[b]);  // from the unrounded d
+        }
+        // A loop of its own: merged with the one above, neither gets vectorised.
+        SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);
     }
-    SQAT_LANES for (int b = 0; b < G; ++b) {
-        d[b] = amax[b] / 127.0f;
-        id[b] = inverse_scale(d[b]);  // from the unrounded d
-    }
-    // A loop of its own: merged with the one above, neither gets vectorised.
-    SQAT_LANES for (int b = 0; b < G; ++b) h[b] = fp32_to_fp16(d[b]);
-}
+};
 
 // The fast case of a Q8_0 block: no NaN and a finite scale and reciprocal, so every |x*id| <= 127 (to
 // rounding) and the rounded values convert exactly, with no x86 emulation needed.
@@ -228,19 +234,16 @@ SQAT_HD float q8_0_level(float v) {
 /// Quantize G consecutive 32-value blocks to Q8_0 (34 bytes each), as quantize_row_q8_0_ref.
 template <int G>
 SQAT_HD void quantize_blocks_q8_0(const float* x, uint8_t* y) {
-    float d[G], id[G];
-    uint16_t h[G];
-    bool nan[G];
-    legacy_detail::q8_0_scales<G>(x, nan, d, id, h);
+    const legacy_detail::Q8_0Scales<G> sc(x);
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
         uint8_t* yb = y + 34 * b;
-        store_u16(yb, h[b]);
-        if (legacy_detail::q8_0_fast(nan[b], d[b], id[b])) {
-            for (int j = 0; j < QK32; ++j) yb[2 + j] = (uint8_t)(int)legacy_detail::q8_0_level(xb[j] * id[b]);
+        store_u16(yb, sc.h[b]);
+        if (legacy_detail::q8_0_fast(sc.nan[b], sc.d[b], sc.id[b])) {
+            for (int j = 0; j < QK32; ++j) yb[2 + j] = (uint8_t)(int)legacy_detail::q8_0_level(xb[j] * sc.id[b]);
         } else {
             for (int j = 0; j < QK32; ++j) {
-                const float v = xb[j] * id[b];
+                const float v = xb[j] * sc.id[b];
                 yb[2 + j] = (uint8_t)legacy_detail::narrow_to_i8(legacy_detail::round_half_away(v));
             }
         }
@@ -266,16 +269,13 @@ SQAT_HD void dequantize_block_q8_0(const uint8_t* SQAT_RESTRICT y, float* SQAT_R
 /// does; other blocks go through their bytes.
 template <int G>
 SQAT_HD void fake_quant_blocks_q8_0(const float* x, float* SQAT_RESTRICT out) {
-    float d[G], id[G];
-    uint16_t h[G];
-    bool nan[G];
-    legacy_detail::q8_0_scales<G>(x, nan, d, id, h);
+    const legacy_detail::Q8_0Scales<G> sc(x);
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
         float* ob = out + QK32 * b;
-        if (legacy_detail::q8_0_fast(nan[b], d[b], id[b])) {
-            const float dq = fp16_to_fp32(h[b]);
-            for (int j = 0; j < QK32; ++j) ob[j] = legacy_detail::q8_0_level(xb[j] * id[b]) * dq;
+        if (legacy_detail::q8_0_fast(sc.nan[b], sc.d[b], sc.id[b])) {
+            const float dq = fp16_to_fp32(sc.h[b]);
+            for (int j = 0; j < QK32; ++j) ob[j] = legacy_detail::q8_0_level(xb[j] * sc.id[b]) * dq;
         } else {
             uint8_t packed[34];
             quantize_blocks_q8_0<1>(xb, packed);
