@@ -226,12 +226,17 @@ SQAT_HD void quantize_block_q6_K(const float* x, const float* qw, float row_sigm
     // ib in lane ib: the values are transposed to value i of sub-block ib at xt[16*i + ib].
     float group_max[16], xt[QK_K], wt[QK_K], scales[16], iscales[16];
     for (int ib = 0; ib < 16; ++ib) group_max[ib] = scan_signed_absmax<16>(x + 16 * ib);
-    for (int ib = 0; ib < 16; ++ib) {
+    // Written in the order of the transposed arrays (contiguous stores, one lane after the other), with the
+    // weights' source chosen outside the loop: a select per element kept this transpose scalar.
+    for (int i = 0; i < 16; ++i) {
+        SQAT_LANES for (int ib = 0; ib < 16; ++ib) xt[16 * i + ib] = x[16 * ib + i];
+    }
+    if (qw) {
         for (int i = 0; i < 16; ++i) {
-            const float v = x[16 * ib + i];
-            xt[16 * i + ib] = v;
-            wt[16 * i + ib] = qw ? qw[16 * ib + i] : v * v;
+            SQAT_LANES for (int ib = 0; ib < 16; ++ib) wt[16 * i + ib] = qw[16 * ib + i];
         }
+    } else {
+        for (int k = 0; k < QK_K; ++k) wt[k] = xt[k] * xt[k];
     }
     make_qx_quants_lanes<16, 16>(32, group_max, xt, wt, scales, iscales);
     float max_scale = 0;
