@@ -72,9 +72,6 @@ SQAT_HD constexpr int block_group(int type) {
                                                                                           : 1;
 }
 
-// Largest block_group(type) * type_size: two Q5_K blocks.
-constexpr int kMaxGroupBytes = 2 * 176;
-
 // Quantize G consecutive blocks without an importance matrix: bytes equal to G quantize_block calls.
 template <int G>
 SQAT_HD void quantize_blocks(int type, const float* x, uint8_t* y) {
@@ -122,7 +119,7 @@ SQAT_HD void fake_quant_blocks(int type, const float* x, float* out) {
         return;
     }
     const Geometry g = geometry(type);
-    uint8_t packed[kMaxGroupBytes];
+    uint8_t packed[G * kMaxTypeSize];
     quantize_blocks<G>(type, x, packed);
     for (int b = 0; b < G; ++b) dequantize_block(type, packed + b * g.type_size, out + b * g.block_size);
 }

@@ -220,6 +220,9 @@ struct Q8_0Scales {
 // rounding) and the rounded values convert exactly, with no x86 emulation needed.
 SQAT_HD bool q8_0_fast(bool nan, float d, float id) { return !nan && is_finite(d) && is_finite(id); }
 
+// The int8 level of v = x*id outside the fast case: roundf, then x86's narrowing of the result.
+SQAT_HD int q8_0_exact_level(float v) { return narrow_to_i8(round_half_away(v)); }
+
 // Level of v = x*id in the fast case, as an integer-valued float: roundf (halves away from zero).  The
 // + 0.0f turns a -0 into the +0 that the int8 level 0 decodes to.
 SQAT_HD float q8_0_level(float v) {
@@ -242,10 +245,7 @@ SQAT_HD void quantize_blocks_q8_0(const float* x, uint8_t* y) {
         if (legacy_detail::q8_0_fast(sc.nan[b], sc.d[b], sc.id[b])) {
             for (int j = 0; j < QK32; ++j) yb[2 + j] = (uint8_t)(int)legacy_detail::q8_0_level(xb[j] * sc.id[b]);
         } else {
-            for (int j = 0; j < QK32; ++j) {
-                const float v = xb[j] * sc.id[b];
-                yb[2 + j] = (uint8_t)legacy_detail::narrow_to_i8(legacy_detail::round_half_away(v));
-            }
+            for (int j = 0; j < QK32; ++j) yb[2 + j] = (uint8_t)legacy_detail::q8_0_exact_level(xb[j] * sc.id[b]);
         }
     }
 }
@@ -264,22 +264,19 @@ SQAT_HD void dequantize_block_q8_0(const uint8_t* SQAT_RESTRICT y, float* SQAT_R
     for (int j = 0; j < QK32; ++j) x[j] = (float)q[j] * d;
 }
 
-/// dequantize(quantize(x)) for G consecutive Q8_0 blocks, fused: in the fast case the level stays a float
-/// (equal to the int8 it would be stored as) and is multiplied by the fp16-rounded scale, as the decoder
-/// does; other blocks go through their bytes.
+/// dequantize(quantize(x)) for G consecutive Q8_0 blocks, fused: each level (a float equal to the int8 it
+/// would be stored as) times the fp16-rounded scale, as the decoder computes it; no packed bytes.
 template <int G>
 SQAT_HD void fake_quant_blocks_q8_0(const float* x, float* SQAT_RESTRICT out) {
     const legacy_detail::Q8_0Scales<G> sc(x);
     for (int b = 0; b < G; ++b) {
         const float* xb = x + QK32 * b;
         float* ob = out + QK32 * b;
+        const float dq = fp16_to_fp32(sc.h[b]);
         if (legacy_detail::q8_0_fast(sc.nan[b], sc.d[b], sc.id[b])) {
-            const float dq = fp16_to_fp32(sc.h[b]);
             for (int j = 0; j < QK32; ++j) ob[j] = legacy_detail::q8_0_level(xb[j] * sc.id[b]) * dq;
         } else {
-            uint8_t packed[34];
-            quantize_blocks_q8_0<1>(xb, packed);
-            dequantize_block_q8_0(packed, ob);
+            for (int j = 0; j < QK32; ++j) ob[j] = (float)legacy_detail::q8_0_exact_level(xb[j] * sc.id[b]) * dq;
         }
     }
 }
