@@ -62,20 +62,16 @@ SQAT_HD bool any_nan(const float* x) {
     return nan != 0;
 }
 
-// Upstream's strict scans `if (v < min) min = v; if (v > max) max = v;` from +/-FLT_MAX.
-SQAT_HD void block_min_max(const float* x, float* min_out, float* max_out) {
-    float min, max;
-    scan_min_max<QK32>(x, 3.40282347e+38f, -3.40282347e+38f, &min, &max);
-    if (min == 0.0f) min = scan_first_zero(x, QK32);
-    if (max == 0.0f) max = scan_first_zero(x, QK32);
-    *min_out = min;
-    *max_out = max;
+// Upstream's strict scans `if (v < min) min = v; if (v > max) max = v;` from +/-FLT_MAX keep the first
+// zero of a block when its extreme is zero: the sign that scan_min_max leaves unresolved.
+SQAT_HD void resolve_zero_extremes(const float* x, float* min, float* max) {
+    if (*min == 0.0f) *min = scan_first_zero(x, QK32);
+    if (*max == 0.0f) *max = scan_first_zero(x, QK32);
 }
 
-// Largest |x| of a NaN-free block, as upstream's `amax = MAX(amax, fabsf(v))` scan from 0 computes it.
-SQAT_HD float block_absmax(const float* x) {
-    float min, max;
-    scan_min_max<QK32>(x, 0.0f, 0.0f, &min, &max);
+// Largest |x| of a NaN-free block, as upstream's `amax = MAX(amax, fabsf(v))` scan from 0 computes it,
+// from the block's scan_min_max from 0.
+SQAT_HD float absmax_of(float min, float max) {
     const float amax = -min > max ? -min : max;
     return amax + 0.0f;  // an all-zero block gives +0
 }
@@ -134,10 +130,12 @@ SQAT_HD int q5_high(const uint8_t* qs, uint32_t qh, int j) {
 }
 
 // The reference's `d ? 1/d : 0`, with the division done on an operand that cannot be zero, so that a
-// loop over blocks turns into vector code (a division that may trap is not executed speculatively).
+// loop over blocks turns into vector code (a division that may trap is not executed speculatively).  The
+// choices are bit selects: as ternaries, GCC moved the division into branches and the loop stayed scalar.
 SQAT_HD float inverse_scale(float d) {
-    const float r = 1.0f / (d != 0.0f ? d : 1.0f);
-    return d != 0.0f ? r : 0.0f;
+    const uint32_t nonzero = 0u - (uint32_t)(d != 0.0f);
+    const float r = 1.0f / select_bits(nonzero, d, 1.0f);
+    return select_bits(nonzero, r, 0.0f);
 }
 
 // Q8_0's scale for a block that holds a NaN: upstream's MAX(amax, fabsf(v)) lets a NaN through (the
@@ -156,7 +154,7 @@ SQAT_HD float absmax_with_nan(const float* x) {
 template <int G, int kDiv>
 SQAT_HD void symmetric_scales(const float* x, float* d, float* id, uint16_t* h) {
     float max[G];
-    for (int b = 0; b < G; ++b) max[b] = scan_signed_absmax<QK32>(x + QK32 * b);
+    scan_signed_absmax_blocks<G, QK32>(x, max);
     SQAT_LANES for (int b = 0; b < G; ++b) {
         d[b] = max[b] / (float)kDiv;
         id[b] = inverse_scale(d[b]);
@@ -168,9 +166,13 @@ SQAT_HD void symmetric_scales(const float* x, float* d, float* id, uint16_t* h) 
 // Offset formats (Q4_1, Q5_1): min and max by strict scans from +/-FLT_MAX (the minimum is not clamped to
 // <= 0 here), d = (max - min) / kLevels, its reciprocal, and the fp16 images of d and min.
 template <int G, int kLevels>
-SQAT_HD void offset_scales(const float* x, float* min, float* d, float* id, uint16_t* hd, uint16_t* hm) {
+SQAT_HD void offset_scales(const float* x, float* SQAT_RESTRICT min, float* SQAT_RESTRICT d, float* SQAT_RESTRICT id,
+                           uint16_t* SQAT_RESTRICT hd, uint16_t* SQAT_RESTRICT hm) {
+    // restrict: with min read and d, id written through pointers that might alias, the loops below stay
+    // scalar, with a branch and two divisions per block.
     float max[G];
-    for (int b = 0; b < G; ++b) block_min_max(x + QK32 * b, &min[b], &max[b]);
+    scan_min_max_blocks<G, QK32>(x, 3.40282347e+38f, -3.40282347e+38f, min, max);
+    for (int b = 0; b < G; ++b) resolve_zero_extremes(x + QK32 * b, &min[b], &max[b]);
     SQAT_LANES for (int b = 0; b < G; ++b) {
         d[b] = (max[b] - min[b]) / (float)kLevels;
         id[b] = inverse_scale(d[b]);
@@ -201,11 +203,12 @@ struct Q8_0Scales {
     bool nan[G];
 
     SQAT_HD explicit Q8_0Scales(const float* x) {
-        float amax[G];
+        float amax[G], min[G], max[G];
+        scan_min_max_blocks<G, QK32>(x, 0.0f, 0.0f, min, max);
         for (int b = 0; b < G; ++b) {
             const float* xb = x + QK32 * b;
             nan[b] = any_nan(xb);
-            amax[b] = nan[b] ? absmax_with_nan(xb) : block_absmax(xb);
+            amax[b] = nan[b] ? absmax_with_nan(xb) : absmax_of(min[b], max[b]);
         }
         SQAT_LANES for (int b = 0; b < G; ++b) {
             d[b] = amax[b] / 127.0f;
