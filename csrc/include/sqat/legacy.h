@@ -88,6 +88,33 @@ SQAT_HD void pack_nibbles(const uint8_t* q, uint8_t* qs) {
 // 32-level array goes through the stack between the rounding and the packing.
 template <bool kCap>
 SQAT_HD void pack_q4_fast(const float* x, float sub, float id, float offset, uint8_t* qs) {
+#if defined(SQAT_HOST_BYTE_SHUFFLE)
+    // Eight values per vector: the level of j + 16 shifted onto that of j in one int32 lane (both below
+    // 16), then byte 0 of every lane gathered by one byte shuffle.  Written as a scalar loop, the levels
+    // went through byte conversions, masks and 64-bit moves: a third of Q4_1's time.  Capping the float
+    // at 15 before the truncation gives min(trunc, 15), as trunc is monotone.
+    sqat_v8i w[2];
+    for (int k = 0; k < 2; ++k) {
+        sqat_v8f lo, hi;
+        memcpy(&lo, x + 8 * k, sizeof lo);
+        memcpy(&hi, x + 16 + 8 * k, sizeof hi);
+        const sqat_v8f zero = {}, cap = {15.0f, 15.0f, 15.0f, 15.0f, 15.0f, 15.0f, 15.0f, 15.0f};
+        sqat_v8f a = (lo - sub) * id;  // product and sum: two roundings, as in the reference
+        sqat_v8f b = (hi - sub) * id;
+        a = a + offset;
+        b = b + offset;
+        a = a > zero ? a : zero;  // NaN -> 0
+        b = b > zero ? b : zero;
+        if (kCap) {
+            a = a < cap ? a : cap;
+            b = b < cap ? b : cap;
+        }
+        w[k] = __builtin_convertvector(a, sqat_v8i) | (__builtin_convertvector(b, sqat_v8i) << 4);
+    }
+    const sqat_v16u8 packed = __builtin_shufflevector((sqat_v32u8)w[0], (sqat_v32u8)w[1], 0, 4, 8, 12, 16, 20,
+                                                      24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
+    memcpy(qs, &packed, sizeof packed);
+#else
     uint8_t q[QK32];
     for (int j = 0; j < QK32; ++j) {
         const float a = (x[j] - sub) * id;  // product and sum: two roundings, as in the reference
@@ -100,6 +127,7 @@ SQAT_HD void pack_q4_fast(const float* x, float sub, float id, float offset, uin
         const uint64_t w = load_u64_le(q + 8 * k) | (load_u64_le(q + 16 + 8 * k) << 4);
         store_u64_le(qs + 8 * k, w);
     }
+#endif
 }
 
 // Importance weights of the legacy *_impl quantizers.

@@ -32,6 +32,14 @@ namespace sqat {
 #define SQAT_HOST_VECTORS 1
 typedef float sqat_v8f __attribute__((vector_size(32)));
 typedef float sqat_v4f __attribute__((vector_size(16)));
+typedef int32_t sqat_v8i __attribute__((vector_size(32)));
+typedef uint8_t sqat_v32u8 __attribute__((vector_size(32)));
+typedef uint8_t sqat_v16u8 __attribute__((vector_size(16)));
+// Byte shuffles are single instructions (SSSE3 and later; x86, so little-endian): without them, GCC
+// builds a gather of bytes from scalar moves, slower than the plain loops.
+#if defined(__SSSE3__)
+#define SQAT_HOST_BYTE_SHUFFLE 1
+#endif
 #endif
 
 template <int N>
