@@ -7,6 +7,7 @@ import importlib.util
 import multiprocessing
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +69,24 @@ def test_first_nonfinite_value_is_reported_on_either_source(thread_source):
     x[40, 9] = np.nan  # the first one in row-major order
     with pytest.raises(ValueError, match="row 40, column 9"):
         sk.quantize(x, "Q8_0", threads=2)
+
+
+@pytest.mark.parametrize("gap_ms", [0, 2, 20], ids=lambda g: f"gap{g}ms")
+def test_pool_calls_after_idle_gaps_give_the_same_bytes(gap_ms):
+    # After a gap the pool's worker sleeps and may join a call late or not at all (the caller then does
+    # every chunk itself): each call must still write every block, whatever the worker's timing.
+    rng = np.random.default_rng(11)
+    x = (0.02 * rng.standard_normal((ROWS, COLS))).astype(np.float32)
+    native.set_cpu_threads("pool")
+    try:
+        expected = sk.quantize(x, "Q4_0", threads=1)
+        for i in range(20):
+            out = np.full_like(expected, 0xA5)
+            sk.quantize(x, "Q4_0", threads=2, out=out)
+            np.testing.assert_array_equal(out, expected, err_msg=f"call {i} after a {gap_ms} ms gap")
+            time.sleep(gap_ms / 1000)
+    finally:
+        native.set_cpu_threads("auto")
 
 
 def _quantize_in_child(queue) -> None:

@@ -32,7 +32,7 @@ constexpr int64_t kMinValuesPerChunk = 4096;
 class WorkerPool {
    public:
     using Task = void (*)(void* ctx, int worker);
-    static constexpr int kMaxWorkers = 1 << 16;
+    static constexpr int kMaxWorkers = 1 << 15;
 
     static WorkerPool& get() {
         static std::atomic<WorkerPool*> instance{nullptr};
@@ -50,51 +50,66 @@ class WorkerPool {
         return *p;
     }
 
-    // Runs task(ctx, w) for w in [1, workers) on pool threads and task(ctx, 0) on the caller; returns
-    // once all have finished.  False (nothing run) when the pool is busy with another caller's job.
+    // Runs task(ctx, 0) on the caller and task(ctx, w) on each pool thread w in [1, workers) that picks
+    // the job up before the caller's own task(ctx, 0) has returned; returns once those have finished.
+    // The task must therefore be complete whichever workers join (a shared queue of chunks is).  A
+    // sleeping thread can take a millisecond to wake on a virtual machine: the caller does not wait for
+    // one that has not joined by then.  False (nothing run) when the pool is busy with another caller's job.
     bool run(int workers, Task task, void* ctx) {
         std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
         if (!busy.owns_lock()) return false;
-        const uint64_t before = job_.load(std::memory_order_relaxed);
+        const uint64_t before = state_.load(std::memory_order_relaxed);
         while (static_cast<int>(threads_.size()) < workers - 1) {
             const int id = static_cast<int>(threads_.size()) + 1;
-            threads_.emplace_back([this, id, before] { work(id, before); });  // the job below is new to it
+            // the job below is new to the thread
+            threads_.emplace_back([this, id, before] { work(id, seq_of(before)); });
         }
         task_ = task;
         ctx_ = ctx;
-        remaining_.store(workers - 1, std::memory_order_relaxed);
         {
-            // The job word carries the worker count, so that threads left out of this job never read
-            // the fields above (which the next job may already be rewriting).
             std::lock_guard<std::mutex> lk(wake_mutex_);
-            const uint64_t seq = (before >> 16) + 1;
-            job_.store((seq << 16) | static_cast<uint64_t>(workers), std::memory_order_release);
+            const uint64_t seq = (seq_of(before) + 1) & 0xffffffffu;
+            state_.store((seq << 32) | (static_cast<uint64_t>(workers) << 16) | kOpen,
+                         std::memory_order_release);
         }
         wake_.notify_all();
         task(ctx, 0);
-        for (int spins = 0; remaining_.load(std::memory_order_acquire) != 0; ++spins)
+        state_.fetch_and(~kOpen, std::memory_order_acq_rel);  // no thread joins from here on
+        for (int spins = 0; (state_.load(std::memory_order_acquire) & kActive) != 0; ++spins)
             if (spins > 64) std::this_thread::yield();
         return true;
     }
 
    private:
+    // state_: (job sequence number << 32) | (worker count << 16) | open flag | threads inside the job.
+    // Threads join only while the job is open, so the caller, having closed it, waits for exactly those
+    // that read task_ and ctx_; the others never touch them (the next job may already be rewriting them).
+    static constexpr uint64_t kOpen = 1u << 15;
+    static constexpr uint64_t kActive = kOpen - 1;
+    static uint64_t seq_of(uint64_t s) { return s >> 32; }
+    static int workers_of(uint64_t s) { return static_cast<int>((s >> 16) & 0xffffu); }
+
     explicit WorkerPool(long pid) : pid_(pid) {}
 
     void work(int id, uint64_t seen) {
         for (;;) {
-            uint64_t job = job_.load(std::memory_order_acquire);
-            for (int spins = 0; job == seen && spins < kPollSpins; ++spins) {
+            uint64_t s = state_.load(std::memory_order_acquire);
+            for (int spins = 0; seq_of(s) == seen && spins < kPollSpins; ++spins) {
                 if (spins > 64) std::this_thread::yield();
-                job = job_.load(std::memory_order_acquire);
+                s = state_.load(std::memory_order_acquire);
             }
-            if (job == seen) {
+            if (seq_of(s) == seen) {
                 std::unique_lock<std::mutex> lk(wake_mutex_);
-                wake_.wait(lk, [&] { return (job = job_.load(std::memory_order_acquire)) != seen; });
+                wake_.wait(lk, [&] { return seq_of(s = state_.load(std::memory_order_acquire)) != seen; });
             }
-            seen = job;
-            if (id < static_cast<int>(job & 0xffffu)) {
-                task_(ctx_, id);
-                remaining_.fetch_sub(1, std::memory_order_release);
+            seen = seq_of(s);
+            while ((s & kOpen) != 0 && id < workers_of(s) && seq_of(s) == seen) {
+                if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                                 std::memory_order_acquire)) {
+                    task_(ctx_, id);
+                    state_.fetch_sub(1, std::memory_order_release);
+                    break;
+                }
             }
         }
     }
@@ -106,8 +121,7 @@ class WorkerPool {
     std::vector<std::thread> threads_;
     std::mutex wake_mutex_;
     std::condition_variable wake_;
-    std::atomic<uint64_t> job_{0};  // (sequence number << 16) | worker count of the latest job
-    std::atomic<int> remaining_{0};
+    std::atomic<uint64_t> state_{0};
     Task task_ = nullptr;
     void* ctx_ = nullptr;
 };
