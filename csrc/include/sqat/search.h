@@ -101,14 +101,52 @@ SQAT_HD float scan_first_zero(const float* x, int n) {
 // max = v; }` from amax = max = 0, so ties keep the earliest index, NaNs are skipped and an all-zero
 // block gives +0.  The magnitude comes from the smallest and largest values; only when both signs reach
 // it does the first index have to be searched for.  N a multiple of 4.
+// The eight-block reductions below need AVX's 8-wide registers: on the SSE2 baseline the 8-wide vectors
+// are register pairs, and the reductions measured slower there than one scan per block.
+#if defined(SQAT_HOST_VECTORS) && defined(__AVX__)
+#define SQAT_HOST_TRANSPOSED_SCANS 1
+#endif
+
+#if defined(SQAT_HOST_TRANSPOSED_SCANS)
+// Lane-wise smaller (kMax: larger) of two NaN-free vectors.  Vectors go by reference: by value, the
+// baseline build's calling convention for 32-byte vectors would differ from the AVX builds' (-Wpsabi).
+template <bool kMax>
+SQAT_HD void pick_extreme(const sqat_v8f& a, const sqat_v8f& b, sqat_v8f& out) {
+    if constexpr (kMax) {
+        out = a > b ? a : b;
+    } else {
+        out = a < b ? a : b;
+    }
+}
+
+// out lane b: the smallest (kMax: largest) of the eight lanes of v[b].  Three steps of a transpose (two
+// shuffles) and an extreme, instead of eight horizontal reductions.
+template <bool kMax>
+SQAT_HD void reduce_transposed(const sqat_v8f* v, sqat_v8f& out) {
+    sqat_v8f a[4], e[2];
+    for (int k = 0; k < 4; ++k) {  // v[2k], v[2k+1] -> lanes (0-1, 2-3) of each 128-bit half
+        const sqat_v8f lo = __builtin_shufflevector(v[2 * k], v[2 * k + 1], 0, 1, 8, 9, 4, 5, 12, 13);
+        const sqat_v8f hi = __builtin_shufflevector(v[2 * k], v[2 * k + 1], 2, 3, 10, 11, 6, 7, 14, 15);
+        pick_extreme<kMax>(lo, hi, a[k]);
+    }
+    for (int k = 0; k < 2; ++k) {  // v[4k..4k+3] -> lane j of each half
+        const sqat_v8f lo = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 2, 8, 10, 4, 6, 12, 14);
+        const sqat_v8f hi = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 1, 3, 9, 11, 5, 7, 13, 15);
+        pick_extreme<kMax>(lo, hi, e[k]);
+    }
+    const sqat_v8f lo = __builtin_shufflevector(e[0], e[1], 0, 1, 2, 3, 8, 9, 10, 11);
+    const sqat_v8f hi = __builtin_shufflevector(e[0], e[1], 4, 5, 6, 7, 12, 13, 14, 15);
+    pick_extreme<kMax>(lo, hi, out);
+}
+#endif
+
 // scan_min_max for G consecutive blocks of N values, block b at x + N*b: min_out[b] and max_out[b].
 // On the host, eight blocks at a time: each block's partial extremes in one 8-wide vector, then the eight
-// vectors reduced together, a transpose and an extreme per step (three steps of two shuffles and a
-// select, the last giving block b in lane b), instead of a horizontal reduction per block.  Same values:
-// the order of a NaN-free min/max does not matter.
+// vectors reduced together (reduce_transposed).  Same values: the order of a NaN-free min/max does not
+// matter.
 template <int G, int N>
 SQAT_HD void scan_min_max_blocks(const float* x, float min0, float max0, float* min_out, float* max_out) {
-#if defined(SQAT_HOST_VECTORS)
+#if defined(SQAT_HOST_TRANSPOSED_SCANS)
     if constexpr (N % 8 == 0 && G % 8 == 0) {
         for (int g = 0; g < G; g += 8) {
             sqat_v8f mn[8], mx[8];
@@ -118,37 +156,13 @@ SQAT_HD void scan_min_max_blocks(const float* x, float min0, float max0, float* 
                 for (int i = 0; i < N; i += 8) {
                     sqat_v8f v;
                     memcpy(&v, x + N * (g + b) + i, sizeof v);
-                    mn[b] = v < mn[b] ? v : mn[b];
+                    mn[b] = v < mn[b] ? v : mn[b];  // a NaN v keeps the lane, as upstream skips it
                     mx[b] = v > mx[b] ? v : mx[b];
                 }
             }
-            // Step 1: blocks 2k, 2k+1 -> lanes (2k: 0-1, 2k+1: 2-3) per 128-bit half.
-            sqat_v8f a[4], c[4];
-            for (int k = 0; k < 4; ++k) {
-                const sqat_v8f lo = __builtin_shufflevector(mn[2 * k], mn[2 * k + 1], 0, 1, 8, 9, 4, 5, 12, 13);
-                const sqat_v8f hi = __builtin_shufflevector(mn[2 * k], mn[2 * k + 1], 2, 3, 10, 11, 6, 7, 14, 15);
-                a[k] = hi < lo ? hi : lo;
-                const sqat_v8f lx = __builtin_shufflevector(mx[2 * k], mx[2 * k + 1], 0, 1, 8, 9, 4, 5, 12, 13);
-                const sqat_v8f hx = __builtin_shufflevector(mx[2 * k], mx[2 * k + 1], 2, 3, 10, 11, 6, 7, 14, 15);
-                c[k] = hx > lx ? hx : lx;
-            }
-            // Step 2: blocks 4k..4k+3 -> lane j of each half.
-            sqat_v8f e[2], f[2];
-            for (int k = 0; k < 2; ++k) {
-                const sqat_v8f lo = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 0, 2, 8, 10, 4, 6, 12, 14);
-                const sqat_v8f hi = __builtin_shufflevector(a[2 * k], a[2 * k + 1], 1, 3, 9, 11, 5, 7, 13, 15);
-                e[k] = hi < lo ? hi : lo;
-                const sqat_v8f lx = __builtin_shufflevector(c[2 * k], c[2 * k + 1], 0, 2, 8, 10, 4, 6, 12, 14);
-                const sqat_v8f hx = __builtin_shufflevector(c[2 * k], c[2 * k + 1], 1, 3, 9, 11, 5, 7, 13, 15);
-                f[k] = hx > lx ? hx : lx;
-            }
-            // Step 3: the two halves -> block b in lane b.
-            const sqat_v8f lo = __builtin_shufflevector(e[0], e[1], 0, 1, 2, 3, 8, 9, 10, 11);
-            const sqat_v8f hi = __builtin_shufflevector(e[0], e[1], 4, 5, 6, 7, 12, 13, 14, 15);
-            const sqat_v8f rmin = hi < lo ? hi : lo;
-            const sqat_v8f lx = __builtin_shufflevector(f[0], f[1], 0, 1, 2, 3, 8, 9, 10, 11);
-            const sqat_v8f hx = __builtin_shufflevector(f[0], f[1], 4, 5, 6, 7, 12, 13, 14, 15);
-            const sqat_v8f rmax = hx > lx ? hx : lx;
+            sqat_v8f rmin, rmax;
+            reduce_transposed<false>(mn, rmin);
+            reduce_transposed<true>(mx, rmax);
             memcpy(min_out + g, &rmin, sizeof rmin);
             memcpy(max_out + g, &rmax, sizeof rmax);
         }
@@ -182,9 +196,13 @@ SQAT_HD float scan_signed_absmax(const float* x) {
 // scan_signed_absmax of G consecutive blocks of N values into out[b].
 template <int G, int N>
 SQAT_HD void scan_signed_absmax_blocks(const float* x, float* out) {
+#if defined(SQAT_HOST_TRANSPOSED_SCANS)
     float min[G], max[G];
     scan_min_max_blocks<G, N>(x, 0.0f, 0.0f, min, max);
     for (int b = 0; b < G; ++b) out[b] = signed_absmax_of<N>(x + N * b, min[b], max[b]);
+#else
+    for (int b = 0; b < G; ++b) out[b] = scan_signed_absmax<N>(x + N * b);
+#endif
 }
 
 // a where mask m is all ones, b where it is zero (m is 0 or ~0): a float select done on the bits.
