@@ -194,10 +194,7 @@ SQAT_HD void symmetric_scales(const float* x, float* d, float* id, uint16_t* h) 
 // Offset formats (Q4_1, Q5_1): min and max by strict scans from +/-FLT_MAX (the minimum is not clamped to
 // <= 0 here), d = (max - min) / kLevels, its reciprocal, and the fp16 images of d and min.
 template <int G, int kLevels>
-SQAT_HD void offset_scales(const float* x, float* SQAT_RESTRICT min, float* SQAT_RESTRICT d, float* SQAT_RESTRICT id,
-                           uint16_t* SQAT_RESTRICT hd, uint16_t* SQAT_RESTRICT hm) {
-    // restrict: with min read and d, id written through pointers that might alias, the loops below stay
-    // scalar, with a branch and two divisions per block.
+SQAT_HD void offset_scales(const float* x, float* min, float* d, float* id, uint16_t* hd, uint16_t* hm) {
     float max[G];
     scan_min_max_blocks<G, QK32>(x, 3.40282347e+38f, -3.40282347e+38f, min, max);
     for (int b = 0; b < G; ++b) resolve_zero_extremes(x + QK32 * b, &min[b], &max[b]);

@@ -40,6 +40,11 @@ typedef uint8_t sqat_v16u8 __attribute__((vector_size(16)));
 #if defined(__SSSE3__)
 #define SQAT_HOST_BYTE_SHUFFLE 1
 #endif
+// Eight blocks' extremes reduced together (scan_min_max_blocks) need AVX's 8-wide registers: on the SSE2
+// baseline the 8-wide vectors are register pairs, and the reductions measured slower than a scan per block.
+#if defined(__AVX__)
+#define SQAT_HOST_TRANSPOSED_SCANS 1
+#endif
 #endif
 
 template <int N>
@@ -96,16 +101,6 @@ SQAT_HD float scan_first_zero(const float* x, int n) {
         if (x[i] == 0.0f) return x[i];
     return 0.0f;
 }
-
-// First value of largest magnitude, sign kept: upstream's `if (fabsf(v) > amax) { amax = fabsf(v);
-// max = v; }` from amax = max = 0, so ties keep the earliest index, NaNs are skipped and an all-zero
-// block gives +0.  The magnitude comes from the smallest and largest values; only when both signs reach
-// it does the first index have to be searched for.  N a multiple of 4.
-// The eight-block reductions below need AVX's 8-wide registers: on the SSE2 baseline the 8-wide vectors
-// are register pairs, and the reductions measured slower there than one scan per block.
-#if defined(SQAT_HOST_VECTORS) && defined(__AVX__)
-#define SQAT_HOST_TRANSPOSED_SCANS 1
-#endif
 
 #if defined(SQAT_HOST_TRANSPOSED_SCANS)
 // Lane-wise smaller (kMax: larger) of two NaN-free vectors.  Vectors go by reference: by value, the
@@ -172,7 +167,7 @@ SQAT_HD void scan_min_max_blocks(const float* x, float min0, float max0, float* 
     for (int b = 0; b < G; ++b) scan_min_max<N>(x + N * b, min0, max0, &min_out[b], &max_out[b]);
 }
 
-// scan_signed_absmax of a block whose scan_min_max from 0 gave min and max.
+// scan_signed_absmax (below) of a block whose scan_min_max from 0 gave min and max.
 template <int N>
 SQAT_HD float signed_absmax_of(const float* x, float min, float max) {
     // Which side wins is a coin toss on real weights: picked with bit masks, not branches, which would
@@ -186,6 +181,10 @@ SQAT_HD float signed_absmax_of(const float* x, float min, float max) {
     return f32_from_bits((f32_bits(max) & pos) | (f32_bits(min) & neg));  // +0 for an all-zero block
 }
 
+// First value of largest magnitude, sign kept: upstream's `if (fabsf(v) > amax) { amax = fabsf(v);
+// max = v; }` from amax = max = 0, so ties keep the earliest index, NaNs are skipped and an all-zero
+// block gives +0.  The magnitude comes from the smallest and largest values; only when both signs reach
+// it does the first index have to be searched for.  N a multiple of 4.
 template <int N>
 SQAT_HD float scan_signed_absmax(const float* x) {
     float min, max;
