@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <system_error>
@@ -21,6 +22,15 @@ namespace {
 // kMinValuesPerChunk values.
 constexpr int64_t kMinValuesPerThread = 16384;
 constexpr int64_t kMinValuesPerChunk = 4096;
+
+// The CPU's hint that this is a spin-wait loop (x86 PAUSE: saves power, frees the core's sibling).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
 
 // A small persistent worker pool.  Starting and joining std::threads costs tens of microseconds per
 // call, which is a large share of a call on a 1M-value tensor for the fast formats; parked workers
@@ -94,8 +104,10 @@ class WorkerPool {
     void work(int id, uint64_t seen) {
         for (;;) {
             uint64_t s = state_.load(std::memory_order_acquire);
-            for (int spins = 0; seq_of(s) == seen && spins < kPollSpins; ++spins) {
-                if (spins > 64) std::this_thread::yield();
+            const auto poll_until = std::chrono::steady_clock::now() + kPollTime;
+            for (unsigned spins = 1; seq_of(s) == seen; ++spins) {
+                cpu_relax();
+                if (spins % 64 == 0 && std::chrono::steady_clock::now() >= poll_until) break;
                 s = state_.load(std::memory_order_acquire);
             }
             if (seq_of(s) == seen) {
@@ -114,7 +126,11 @@ class WorkerPool {
         }
     }
 
-    static constexpr int kPollSpins = 2000;  // yields between jobs before sleeping (about a millisecond)
+    // How long a worker polls between jobs before it sleeps.  It polls with the CPU's spin-wait hint, not
+    // sched_yield: measured on a Linux 6.18 VM, a worker that had yielded a few dozen times before going
+    // to sleep was then woken more than 1.3 ms late (after the whole job) in 100 of 100 calls when the
+    // process had been idle for 5 ms, against about 50 us when it polled without yielding.
+    static constexpr std::chrono::microseconds kPollTime{1000};
 
     const long pid_;
     std::mutex run_mutex_;
