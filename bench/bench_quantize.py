@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 import numpy as np
 from harness import (
     add_tests_dir_to_path,
+    cpu_steal_s,
     format_table,
     machine_info,
     measure_interleaved,
@@ -100,7 +102,15 @@ def bench_format(
         competitors["gguf_py"] = lambda: gguf_q(x)
 
     record: dict[str, Any] = {"format": fmt, "imatrix": imatrix is not None, "timings": {}}
-    for name, t in measure_interleaved(competitors, **timing_kw).items():
+    steal_before, t_before = cpu_steal_s(), time.perf_counter()
+    timings = measure_interleaved(competitors, **timing_kw)
+    steal_after = cpu_steal_s()
+    record["wall_s"] = time.perf_counter() - t_before
+    # Time the hypervisor took from each vCPU while this format was timed (None off Linux).
+    record["host_steal_s"] = None
+    if steal_before and steal_after:
+        record["host_steal_s"] = [b - a for a, b in zip(steal_before, steal_after, strict=True)]
+    for name, t in timings.items():
         calls = BURST if name.endswith("_burst") else 1
         rate = calls * x.size / t.median_s / 1e6
         record["timings"][name] = {**t.as_dict(), "calls": calls, "mweights_per_s": rate}
@@ -200,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     print("throughput in M weights/s (median); ratios = sqat / libggml single-thread")
     print(f"{args.threads}T/1T: single calls; x{BURST}: {BURST} calls in a row (threads woken once per run)")
     print(format_table(rows, header))
+    steal = [r["host_steal_s"] for r in records if r["host_steal_s"] is not None]
+    if steal:
+        per_cpu = ", ".join(f"cpu{i} {sum(s[i] for s in steal):.2f} s" for i in range(len(steal[0])))
+        print(f"time the hypervisor took from the vCPUs while timing: {per_cpu} "
+              f"(of {sum(r['wall_s'] for r in records):.0f} s)")
 
     payload = {
         "benchmark": "quantize",

@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "Timing",
     "add_tests_dir_to_path",
+    "cpu_steal_s",
     "format_table",
     "machine_info",
     "measure_interleaved",
@@ -115,6 +116,21 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def cpu_steal_s() -> list[float] | None:
+    """Seconds each CPU has been kept from running by the hypervisor since boot ("steal" in /proc/stat).
+
+    On a virtual machine whose host is busy the vCPUs lose time to other guests; the difference of two
+    readings tells how much a timed stretch lost.  None where /proc/stat is not available (not Linux).
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            lines = [line.split() for line in f if line.startswith("cpu") and line[3].isdigit()]
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return [int(fields[8]) / tick if len(fields) > 8 else 0.0 for fields in lines]
 
 
 def machine_info() -> dict[str, Any]:
