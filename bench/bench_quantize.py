@@ -1,12 +1,12 @@
 """Quantization throughput: sqat-kernels (C++, 1 thread and all threads) vs libggml vs gguf-py.
 
 All competitors run in this process on the same float32 input (``0.02 * randn``, size x size), per format,
-interleaved round-robin; sqat and libggml write into output arrays allocated once, as a caller of
-``ggml_quantize_chunk`` does (gguf-py allocates its own). Reported: median wall time over repeated runs
-after warm-up, throughput in M weights/s, ratios of sqat to libggml (``ggml_quantize_chunk``,
-single-threaded), and whether sqat's bytes equal libggml's. Thread scaling is shown twice: for single
-calls, each of which finds sqat's idle worker threads asleep (the other competitors ran in between), and
-for runs of calls in a row, where only the first call of a run pays for waking them.
+interleaved (one call of each per round, in a new random order each round); sqat and libggml write into
+output arrays allocated once, as a caller of ``ggml_quantize_chunk`` does (gguf-py allocates its own).
+Reported: median wall time over repeated runs after warm-up, throughput in M weights/s, ratios of sqat to
+libggml (``ggml_quantize_chunk``, single-threaded), and whether sqat's bytes equal libggml's. Thread scaling
+is shown twice: for single calls, which mostly find sqat's idle worker threads asleep (other competitors
+ran in between), and for runs of calls in a row, where only the first call of a run pays for waking them.
 
 Run from the repository root::
 

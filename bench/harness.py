@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -62,20 +63,27 @@ def measure_interleaved(
     min_repeats: int = 3,
     budget_s: float = 10.0,
 ) -> dict[str, Timing]:
-    """Time several competitors in round-robin order (one call of each per round).
+    """Time several competitors in interleaved rounds (one call of each per round).
 
     Interleaving spreads slow drifts of machine load (other processes, turbo, thermal) evenly over the
-    competitors, which keeps their ratios meaningful on a shared machine. Each competitor gets ``warmup``
-    untimed calls, then rounds run until ``repeats`` rounds, or until ``min_repeats`` rounds are done and
-    the timed calls have used ``budget_s`` per competitor on average.
+    competitors, which keeps their ratios meaningful on a shared machine. Each round runs them in a new
+    (seeded) random order, so that no competitor always follows the same one: a call's time depends on
+    what ran before it (on an AMD EPYC VM, a 16 MB Q4_1 quantize took 1.53 ms right after gguf-py's large
+    temporaries had evicted its input, 1.16 ms right after other calls on the same input). Each
+    competitor gets ``warmup`` untimed calls, then rounds run until ``repeats`` rounds, or until
+    ``min_repeats`` rounds are done and the timed calls have used ``budget_s`` per competitor on average.
     """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     timings = {name: Timing() for name in fns}
     spent = 0.0
+    order = list(fns)
+    shuffler = random.Random(0)
     for i in range(repeats):
-        for name, fn in fns.items():
+        shuffler.shuffle(order)
+        for name in order:
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             dt = time.perf_counter() - t0
