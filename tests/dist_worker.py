@@ -54,6 +54,11 @@ def run(rank: int, world_size: int, port: int, mode: str, tied: bool, out_dir: s
         if rank == 0 or mode == "ddp":
             torch.save({"params": state, "losses": result.losses, "rungs": result.rungs},
                        os.path.join(out_dir, f"{mode}-rank{rank}.pt"))
+        # Neither rank tears the group down while the other may still use it: in FSDP mode rank 1, which
+        # saves nothing and so reached the teardown first, aborted once in CI ("terminate called without
+        # an active exception"; not reproduced in 21 runs).  Only on success: a failed rank must not
+        # leave the other waiting here (mp.spawn stops it instead).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
