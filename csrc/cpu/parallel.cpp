@@ -113,9 +113,7 @@ class WorkerPool {
     void work(int id, uint64_t seen) {
         for (;;) {
             uint64_t s = state_.load(std::memory_order_acquire);
-            // With more threads than CPUs, spinning threads would keep the others (the caller among them) off
-            // the CPUs: those poll by yielding instead.
-            const bool yield = workers_of(s) > cpus_;
+            const bool yield = workers_of(s) > cpus_;  // more threads than CPUs: see kPollTime
             const auto poll_until = std::chrono::steady_clock::now() + kPollTime;
             for (unsigned spins = 1; seq_of(s) == seen; ++spins) {
                 if (yield) {
