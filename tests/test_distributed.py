@@ -17,25 +17,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(mode: str, tied: bool, out_dir) -> None:
-    mp.spawn(run, args=(2, _free_port(), mode, tied, str(out_dir)), nprocs=2, join=True)
+def _launch(mode: str, tied: bool, out_dir, loss: str) -> None:
+    mp.spawn(run, args=(2, _free_port(), mode, tied, str(out_dir), loss), nprocs=2, join=True)
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
+# (tied, loss): "ce" is the model's own cross-entropy, "kl" self-distillation from a frozen float teacher
+@pytest.fixture(
+    scope="module",
+    params=[(True, "ce"), (False, "ce"), (True, "kl"), (False, "kl")],
+    ids=["tied-ce", "untied-ce", "tied-kl", "untied-kl"],
+)
 def ddp_run(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(f"ddp-{request.param}")
-    _launch("ddp", request.param, out)
-    return request.param, out
+    tied, loss = request.param
+    out = tmp_path_factory.mktemp(f"ddp-{tied}-{loss}")
+    _launch("ddp", tied, out, loss)
+    return tied, loss, out
 
 
 def test_ddp_ranks_agree_and_equal_single_process(ddp_run):
-    tied, out = ddp_run
+    tied, loss, out = ddp_run
     r0 = torch.load(out / "ddp-rank0.pt")
     r1 = torch.load(out / "ddp-rank1.pt")
     assert r0["rungs"][-1] == "RECIPE"
     threads = torch.get_num_threads()
     try:
-        reference = single_process_reference(tied)
+        reference = single_process_reference(tied, loss=loss)
     finally:
         torch.set_num_threads(threads)
     for name, p in r0["params"].items():
@@ -45,8 +51,8 @@ def test_ddp_ranks_agree_and_equal_single_process(ddp_run):
 
 
 def test_fsdp2_equals_ddp(ddp_run, tmp_path):
-    tied, out = ddp_run
-    _launch("fsdp", tied, tmp_path)
+    tied, loss, out = ddp_run
+    _launch("fsdp", tied, tmp_path, loss)
     fsdp = torch.load(tmp_path / "fsdp-rank0.pt")
     ddp = torch.load(out / "ddp-rank0.pt")
     for name, p in ddp["params"].items():

@@ -24,7 +24,8 @@ class GGUFScore:
 
     perplexity: exp(mean negative log-likelihood); mean_kl: mean KL(reference || this) in nats (0 for the
     reference itself); top1_agreement: fraction of scored positions whose most likely token equals the
-    reference's; n_scored: number of scored tokens; size_bytes: file size.
+    reference's; n_scored: number of scored tokens; size_bytes: file size; chunk_nll, chunk_kl: the summed
+    negative log-likelihood and KL of each chunk's scored tokens (for intervals over chunks).
     """
 
     name: str
@@ -34,6 +35,8 @@ class GGUFScore:
     top1_agreement: float
     n_scored: int
     size_bytes: int
+    chunk_nll: tuple[float, ...] = ()
+    chunk_kl: tuple[float, ...] = ()
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -139,7 +142,8 @@ def score_ggufs(
                     ref_top = np.empty(n_chunks * per_chunk, dtype=np.int64)
                 elif ref_logp.shape[1] != n_vocab:
                     raise ValueError(f"{name} has {n_vocab} tokens, the reference {ref_logp.shape[1]}")
-                nll = kl = 0.0
+                chunk_nll: list[float] = []
+                chunk_kl: list[float] = []
                 agree = 0
                 for c in range(n_chunks):
                     chunk = stream[c].copy()
@@ -149,7 +153,7 @@ def score_ggufs(
                     llm.eval(chunk.tolist())
                     logp = _log_softmax(llm.scores[first : n_ctx - 1])
                     targets = chunk[first + 1 :]
-                    nll -= float(logp[np.arange(per_chunk), targets].sum())
+                    chunk_nll.append(-float(logp[np.arange(per_chunk), targets].sum()))
                     rows = slice(c * per_chunk, (c + 1) * per_chunk)
                     top = logp.argmax(axis=1)
                     if name == reference:
@@ -160,7 +164,7 @@ def score_ggufs(
                         # reference then scores exactly 0
                         p_ref = ref_logp[rows].astype(np.float64)
                         p_model = logp.astype(np.float32).astype(np.float64)
-                        kl += float((np.exp(p_ref) * (p_ref - p_model)).sum())
+                        chunk_kl.append(float((np.exp(p_ref) * (p_ref - p_model)).sum()))
                     agree += int((top == ref_top[rows]).sum())
                     if bar is not None:
                         bar.update(1)
@@ -170,11 +174,13 @@ def score_ggufs(
             score = GGUFScore(
                 name=name,
                 path=str(models[name]),
-                perplexity=math.exp(nll / n_scored),
-                mean_kl=kl / n_scored,
+                perplexity=math.exp(sum(chunk_nll) / n_scored),
+                mean_kl=sum(chunk_kl) / n_scored,
                 top1_agreement=agree / n_scored,
                 n_scored=n_scored,
                 size_bytes=Path(models[name]).stat().st_size,
+                chunk_nll=tuple(chunk_nll),
+                chunk_kl=tuple(chunk_kl) if name != reference else (0.0,) * n_chunks,
             )
             results[name] = score
             if on_result is not None:

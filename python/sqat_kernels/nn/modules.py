@@ -120,6 +120,15 @@ class _QATMixin:
                 return out
         return self._fake_quantize()
 
+    def hold_weight(self) -> torch.Tensor:
+        """`fake_weight()`, kept for this module's next forward: a caller that needs the weight itself (the
+        distillation loss, which computes a head's logits in chunks) and the forward then share one
+        fake-quantized tensor and one gradient path."""
+        out = self.fake_weight()
+        held = (self.weight, self.weight._version, self.active_qtype, torch.is_grad_enabled(), out)
+        self._prefetched = held
+        return out
+
     def prefetch(self) -> None:
         """Compute the next forward's fake-quantized weight now.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -15,10 +16,36 @@ from torch import nn
 
 from ..schedule import BitWidthSchedule
 from .data import TokenWindows
+from .distill import Distiller, Objective
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+LR_DECAYS = ("constant", "final", "cosine")
+
+
+def lr_factor(
+    step: int, steps: int, decay: str, schedule: BitWidthSchedule | None, floor: float = 0.1
+) -> float:
+    """The learning-rate multiplier of optimiser step `step` (0-based) of `steps`.
+
+    "constant": 1. "cosine": cosine from 1 to `floor` over the run. "final": 1 until the schedule's last
+    rung begins, then cosine from 1 to `floor` over the steps at that rung (the whole run without a
+    schedule), so the weights settle at the grid they are exported on.
+    """
+    if decay not in LR_DECAYS:
+        raise ValueError(f"unknown lr decay {decay!r}; choose one of {', '.join(LR_DECAYS)}")
+    if decay == "constant":
+        return 1.0
+    first = 0
+    if decay == "final" and schedule is not None:
+        last = schedule.ladder[-1]
+        first = next(s for s in range(steps) if schedule.rung_at(s) == last)
+    span = steps - first
+    if step < first or span <= 1:
+        return 1.0
+    progress = (step - first) / (span - 1)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -68,6 +95,9 @@ def train(
     world_size: int = 1,
     optimizer: torch.optim.Optimizer | None = None,
     desc: str = "train",
+    objective: Objective | None = None,
+    teacher: nn.Module | None = None,
+    lr_decay: str = "constant",
 ) -> TrainResult:
     """Fine-tune a causal LM (labels = inputs) for `steps` optimiser steps with AdamW.
 
@@ -80,15 +110,26 @@ def train(
 
     `desc` labels the progress bar.
 
+    objective: what a step minimises (see train.distill.Objective); None is the model's own next-token
+    cross-entropy (`model(input_ids, labels=input_ids).loss`, whole logits). teacher: the frozen float model
+    a "kl" or "mix" objective distils from (e.g. a copy of the model before QAT); it is not checkpointed,
+    so a resumed run must be given the same teacher. lr_decay: "constant", "cosine" or "final" (see
+    lr_factor), applied to the optimiser's learning rates.
+
     Returns the per-step losses and rungs (of the whole run, resumed parts included).
     """
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     if schedule is not None and schedule.total_steps != steps:
         raise ValueError(f"schedule has {schedule.total_steps} steps, the run {steps}")
+    lr_factor(0, steps, lr_decay, schedule)  # rejects an unknown decay before anything runs
+    distiller = Distiller(objective, teacher) if objective is not None else None
+    if distiller is None and teacher is not None:
+        raise ValueError("a teacher was given without an objective that uses it (objective=Objective('kl'))")
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     result = TrainResult()
     start = 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
@@ -98,6 +139,7 @@ def train(
             state = torch.load(ckpt_path, weights_only=False)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            base_lrs = state.get("base_lrs", base_lrs)
             if schedule is not None:
                 schedule.load_state_dict(state["schedule"])
             _set_rng_state(state["rng"])
@@ -116,6 +158,7 @@ def train(
                 "rng": _rng_state(),
                 "log": result.to_json(),
                 "step": step,
+                "base_lrs": base_lrs,
             },
             ckpt_path,
         )
@@ -129,7 +172,14 @@ def train(
     for step in range(start, steps):
         rung = schedule.current_rung if schedule is not None else "-"
         ids = data.batch(step, batch_size, seed=seed, rank=rank, world_size=world_size)
-        loss = model(input_ids=ids, labels=ids).loss
+        if lr_decay != "constant":  # a constant rate leaves the optimiser's (or the caller's) rates alone
+            factor = lr_factor(step, steps, lr_decay, schedule)
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+        if distiller is None:
+            loss = model(input_ids=ids, labels=ids).loss
+        else:
+            loss = distiller.loss(model, ids)
         loss.backward()
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
