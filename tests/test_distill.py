@@ -8,7 +8,15 @@ import pytest
 import torch
 from sqat_kernels.nn import prepare
 from sqat_kernels.schedule import BitWidthSchedule
-from sqat_kernels.train import Distiller, Objective, TokenWindows, head_loss, lr_factor, train
+from sqat_kernels.train import (
+    Distiller,
+    Objective,
+    OscillationFreezer,
+    TokenWindows,
+    head_loss,
+    lr_factor,
+    train,
+)
 from sqat_kernels.train.distill import next_token_labels, reference_head_loss
 from test_train import Interrupted
 from tiny_models import TEXT, byte_bpe_tokenizer, tiny_llama
@@ -253,3 +261,61 @@ def test_train_refuses_a_distillation_without_teacher_and_an_unknown_decay(windo
         train(model, windows, steps=2, progress=False, teacher=tiny_llama(vocab=300))
     with pytest.raises(ValueError, match="lr decay"):
         train(model, windows, steps=2, progress=False, lr_decay="linear")
+
+
+def _constant_qat(seed=2):
+    model = tiny_llama(vocab=300, seed=seed)
+    sched = BitWidthSchedule(12, "constant")
+    prepare(model, "Q4_0", pure=True, schedule=sched)
+    return model, sched
+
+
+def test_oscillating_weights_are_frozen_and_held(windows):
+    model, sched = _constant_qat()
+    freezer = OscillationFreezer(threshold=0.2, momentum=0.5)
+    train(model, windows, steps=12, lr=3e-3, schedule=sched, progress=False, freezer=freezer)
+    assert 0 < freezer.frozen_fraction() < 0.5
+    params = dict(model.named_parameters())
+    for name, track in freezer.state_dict()["tracks"].items():
+        weight = params[f"{name}.weight"]
+        # a weight frozen at the last step has its value of that step; the others were restored since
+        assert torch.equal(weight[track["frozen"]], track["frozen_value"][track["frozen"]]), name
+
+
+def test_resume_with_a_freezer_continues_exactly(windows, tmp_path):
+    kw = dict(steps=12, lr=3e-3, progress=False)
+    model_a, sched_a = _constant_qat()
+    train(model_a, windows, schedule=sched_a, freezer=OscillationFreezer(0.2, 0.5), **kw)
+    model_b, sched_b = _constant_qat()
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            model_b,
+            Interrupted(windows, at=9),
+            schedule=sched_b,
+            freezer=OscillationFreezer(0.2, 0.5),
+            checkpoint_dir=tmp_path,
+            checkpoint_every=4,
+            **kw,
+        )
+    model_c, sched_c = _constant_qat()
+    train(
+        model_c,
+        windows,
+        schedule=sched_c,
+        freezer=OscillationFreezer(0.2, 0.5),
+        checkpoint_dir=tmp_path,
+        checkpoint_every=4,
+        **kw,
+    )
+    for (name, a), c in zip(model_a.state_dict().items(), model_c.state_dict().values(), strict=True):
+        assert torch.equal(a, c), f"{name} differs after resume"
+
+
+@pytest.mark.parametrize(
+    "threshold, momentum",
+    [(0.0, 0.1), (1.0, 0.1), (0.1, 0.0), (0.1, 1.5)],
+    ids=["threshold-0", "threshold-1", "momentum-0", "momentum-1.5"],
+)
+def test_bad_freezer_settings_are_refused(threshold, momentum):
+    with pytest.raises(ValueError, match="oscillation"):
+        OscillationFreezer(threshold, momentum)

@@ -5,12 +5,14 @@ from .data import TokenWindows, text_files
 from .distill import LOSSES, Distiller, Objective, head_loss
 from .imatrix import collect_imatrix
 from .loop import LR_DECAYS, TrainResult, lr_factor, train, write_log
+from .oscillation import OscillationFreezer
 
 __all__ = [
     "LOSSES",
     "LR_DECAYS",
     "Distiller",
     "Objective",
+    "OscillationFreezer",
     "TokenWindows",
     "TrainResult",
     "collect_imatrix",

@@ -17,6 +17,7 @@ from torch import nn
 from ..schedule import BitWidthSchedule
 from .data import TokenWindows
 from .distill import Distiller, Objective
+from .oscillation import OscillationFreezer
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def train(
     objective: Objective | None = None,
     teacher: nn.Module | None = None,
     lr_decay: str = "constant",
+    freezer: OscillationFreezer | None = None,
 ) -> TrainResult:
     """Fine-tune a causal LM (labels = inputs) for `steps` optimiser steps with AdamW.
 
@@ -114,7 +116,8 @@ def train(
     cross-entropy (`model(input_ids, labels=input_ids).loss`, whole logits). teacher: the frozen float model
     a "kl" or "mix" objective distils from (e.g. a copy of the model before QAT); it is not checkpointed,
     so a resumed run must be given the same teacher. lr_decay: "constant", "cosine" or "final" (see
-    lr_factor), applied to the optimiser's learning rates.
+    lr_factor), applied to the optimiser's learning rates. freezer: freezes weights whose fake-quantized
+    values oscillate (see train.oscillation), updated after every optimiser step and checkpointed.
 
     Returns the per-step losses and rungs (of the whole run, resumed parts included).
     """
@@ -140,6 +143,8 @@ def train(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             base_lrs = state.get("base_lrs", base_lrs)
+            if freezer is not None:
+                freezer.load_state_dict(state["freezer"])
             if schedule is not None:
                 schedule.load_state_dict(state["schedule"])
             _set_rng_state(state["rng"])
@@ -159,6 +164,7 @@ def train(
                 "log": result.to_json(),
                 "step": step,
                 "base_lrs": base_lrs,
+                "freezer": freezer.state_dict() if freezer is not None else None,
             },
             ckpt_path,
         )
@@ -185,6 +191,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if freezer is not None:
+            freezer.after_step(model)
         if schedule is not None:
             schedule.step()
         value = float(loss.detach())
