@@ -8,7 +8,9 @@ competitors interleaved, median of the timed calls:
 * ``plain``: the model as transformers builds it;
 * ``qat-Q4_K_M``: ``sqat_kernels.prepare(model, "Q4_K_M")`` at its final rung (each tensor at its recipe
   type);
-* ``qat-Q8_0-rung`` / ``qat-F16-rung``: the same QAT model on the schedule's Q8_0 and F16 rungs.
+* ``qat-Q8_0-rung`` / ``qat-F16-rung``: the same QAT model on the schedule's Q8_0 and F16 rungs;
+* ``qat-Q4_K_M-distill``: the Q4_K_M QAT model trained by self-distillation (``Objective("kl")``) from a
+  frozen float copy: the teacher's forward and the chunked KL over the vocabulary are the extra work.
 
 Memory: bytes autograd saves for backward in one step (saved-tensor hooks; exact), plain vs QAT.
 
@@ -28,6 +30,7 @@ import torch
 import transformers
 from harness import format_table, machine_info, measure_interleaved, write_json
 from sqat_kernels.schedule import BitWidthSchedule
+from sqat_kernels.train import Distiller, Objective
 
 SMOLLM2_135M = dict(
     hidden_size=576,
@@ -69,11 +72,13 @@ def main() -> None:
     ids = torch.randint(0, SMOLLM2_135M["vocab_size"], (args.batch, args.seq_len))
 
     variants = {}
+    teacher = copy.deepcopy(base)
     for name, rung in [
         ("plain", None),
         ("qat-Q4_K_M", "RECIPE"),
         ("qat-Q8_0-rung", "Q8_0"),
         ("qat-F16-rung", "F16"),
+        ("qat-Q4_K_M-distill", "RECIPE"),
     ]:
         model = copy.deepcopy(base)
         if rung is not None:
@@ -81,9 +86,13 @@ def main() -> None:
             sched = BitWidthSchedule(4, "constant", ladder=ladder[: ladder.index(rung) + 1])
             sk.prepare(model, "Q4_K_M", schedule=sched)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        distiller = Distiller(Objective("kl"), teacher) if name.endswith("distill") else None
 
-        def step(model=model, opt=opt, backward=True):
-            loss = model(input_ids=ids, labels=ids).loss
+        def step(model=model, opt=opt, distiller=distiller, backward=True):
+            if distiller is None:
+                loss = model(input_ids=ids, labels=ids).loss
+            else:
+                loss = distiller.loss(model, ids)
             if backward:
                 loss.backward()
                 opt.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gguf
 import numpy as np
 import pytest
@@ -191,5 +193,8 @@ def test_export_cli(tmp_path, capsys):
     out = tmp_path / "m.gguf"
     assert sqat_main(["export", str(model_dir), str(out), "--type", "Q8_0"]) == 0
     assert out.is_file() and "wrote" in capsys.readouterr().out
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private 0600
     with pytest.raises(SystemExit, match="valid recipes"):
         sqat_main(["export", str(model_dir), str(out), "--type", "Q7_7"])
