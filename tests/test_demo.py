@@ -136,14 +136,17 @@ def test_score_ggufs_rejects_bad_input(ggufs):
         )
 
 
-@pytest.mark.parametrize("imatrix_batches", [0, 1], ids=["plain", "imatrix"])
-def test_demo_end_to_end_small(tmp_path, monkeypatch, hf_dir, capsys, imatrix_batches):
+@pytest.mark.parametrize(
+    ("imatrix_batches", "qat_loss"), [(0, "ce"), (1, "kl")], ids=["plain-ce", "imatrix-kl"]
+)
+def test_demo_end_to_end_small(tmp_path, monkeypatch, hf_dir, capsys, imatrix_batches, qat_loss):
     monkeypatch.setenv("SQAT_CACHE", str(hf_dir.parent))  # reuse the module's imported model
     out = tmp_path / "demo"
     config = DemoConfig(
         out_dir=out,
         recipes=("Q4_0-pure",),
         imatrix_batches=imatrix_batches,
+        qat_loss=qat_loss,
         steps=4,
         seq_len=32,
         batch=2,
@@ -158,6 +161,7 @@ def test_demo_end_to_end_small(tmp_path, monkeypatch, hf_dir, capsys, imatrix_ba
         "base PTQ Q4_0-pure",
         "fine-tuned F32",
         "fine-tuned PTQ Q4_0-pure",
+        *(["fine-tuned imatrix PTQ Q4_0-pure"] if imatrix_batches else []),
         "QAT Q4_0-pure",
     ]
     for row in result.rows:
@@ -167,9 +171,16 @@ def test_demo_end_to_end_small(tmp_path, monkeypatch, hf_dir, capsys, imatrix_ba
     by_name = {r["variant"]: r for r in result.rows}
     assert by_name["fine-tuned F32"]["mean_kl"] == 0.0
     assert by_name["QAT Q4_0-pure"]["mean_kl"] > 0 and by_name["base F32"]["mean_kl"] > 0
-    # the fine-tuned and QAT runs saw the same batches: identical first-step losses (rung F32 = no fake quant)
     logs = result.train_logs
-    assert logs["float"]["losses"][0] == logs["QAT Q4_0-pure"]["losses"][0]
+    if qat_loss == "ce":
+        # the fine-tuned and QAT runs saw the same batches: identical first-step losses (rung F32 = no fake
+        # quant)
+        assert logs["float"]["losses"][0] == logs["QAT Q4_0-pure"]["losses"][0]
+    else:
+        # distillation starts from its teacher: at the F32 rung the student is the teacher, KL 0
+        assert logs["QAT Q4_0-pure"]["losses"][0] == pytest.approx(0.0, abs=1e-6)
+        imatrix_gap = gap_closed(result.rows, "Q4_0-pure", "fine-tuned imatrix PTQ")
+        assert result.gap_closed_imatrix["Q4_0-pure"] == imatrix_gap
     assert logs["QAT Q4_0-pure"]["rungs"][-1] == "RECIPE"
     assert result.gap_closed["Q4_0-pure"] == gap_closed(result.rows, "Q4_0-pure")
     saved = json.loads((out / "results.json").read_text())

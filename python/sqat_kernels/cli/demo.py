@@ -70,10 +70,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--imatrix",
         type=int,
-        default=0,
+        default=d.imatrix_batches,
         metavar="BATCHES",
-        help="use an importance matrix from this many training batches of the base model (default: none)",
+        help="importance matrix of the fine-tuned model from this many training batches, for the imatrix PTQ "
+        "rows and QAT; 0: none (default: %(default)s)",
     )
+    parser.add_argument(
+        "--qat-loss",
+        default=d.qat_loss,
+        choices=["kl", "ce"],
+        help="kl: distil the fine-tuned float model into the recipe; ce: QAT fine-tune of the base model "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--qat-steps", type=int, default=None, help="QAT steps (default: --steps)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=d.seed)
 
@@ -96,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         eval_ctx=args.eval_ctx,
         eval_chunks=args.eval_chunks,
         imatrix_batches=args.imatrix,
+        qat_loss=args.qat_loss,
+        qat_steps=args.qat_steps,
         threads=args.threads,
         seed=args.seed,
     )

@@ -15,12 +15,14 @@ def _row(rows: list[dict], variant: str) -> dict | None:
     return next((r for r in rows if r["variant"] == variant), None)
 
 
-def gap_closed(rows: list[dict], recipe: str) -> float | None:
-    """Fraction of the perplexity gap between fine-tuned PTQ and the float fine-tuned model that QAT closes.
+def gap_closed(rows: list[dict], recipe: str, baseline: str = "fine-tuned PTQ") -> float | None:
+    """Fraction of the perplexity gap between a PTQ baseline ("fine-tuned PTQ" or "fine-tuned imatrix
+    PTQ") and the float fine-tuned model that QAT closes.
 
-    1.0: QAT matches the float model; 0.0: no better than PTQ; negative: worse. None when PTQ shows no gap.
+    1.0: QAT matches the float model; 0.0: no better than the baseline; negative: worse. None when the
+    baseline shows no gap (or a row is missing).
     """
-    ref, ptq, qat = _row(rows, REFERENCE), _row(rows, f"fine-tuned PTQ {recipe}"), _row(rows, f"QAT {recipe}")
+    ref, ptq, qat = _row(rows, REFERENCE), _row(rows, f"{baseline} {recipe}"), _row(rows, f"QAT {recipe}")
     if ref is None or ptq is None or qat is None:
         return None
     gap = ptq["perplexity"] - ref["perplexity"]
@@ -59,14 +61,19 @@ def table_lines(rows: list[dict], gaps: dict[str, float | None]) -> list[str]:
     ]
     lines += [line(b) for b in body]
     lines.append("")
-    for recipe, g in gaps.items():
-        text = "PTQ shows no perplexity gap" if g is None else f"{g * 100:.0f} %"
-        ptq, qat = _row(rows, f"fine-tuned PTQ {recipe}"), _row(rows, f"QAT {recipe}")
-        kl = ""
-        if ptq is not None and qat is not None and ptq["mean_kl"] > 0:
-            change = qat["mean_kl"] / ptq["mean_kl"] - 1
-            kl = f"; mean KL {ptq['mean_kl']:.4f} -> {qat['mean_kl']:.4f} ({change:+.0%})"
-        lines.append(f"- QAT {recipe}: share of the PTQ perplexity gap closed = {text}{kl}")
+    for recipe in gaps:
+        for baseline in ("fine-tuned PTQ", "fine-tuned imatrix PTQ"):
+            ptq, qat = _row(rows, f"{baseline} {recipe}"), _row(rows, f"QAT {recipe}")
+            if ptq is None or qat is None:
+                continue
+            g = gap_closed(rows, recipe, baseline)
+            text = "the baseline shows no perplexity gap" if g is None else f"{g * 100:.0f} %"
+            kl = ""
+            if ptq["mean_kl"] > 0:
+                change = qat["mean_kl"] / ptq["mean_kl"] - 1
+                kl = f"; mean KL {ptq['mean_kl']:.4f} -> {qat['mean_kl']:.4f} ({change:+.0%})"
+            short = baseline.removeprefix("fine-tuned ")
+            lines.append(f"- QAT {recipe} vs {short}: share of the perplexity gap closed = {text}{kl}")
     return lines
 
 
@@ -78,8 +85,10 @@ def _markdown(summary: Any) -> str:
         f"- model: {cfg['model_dir']}",
         f"- data: {summary.split}",
         f"- training: {cfg['steps']} steps, batch {cfg['batch']} x {cfg['seq_len']} tokens, "
-        f"lr {cfg['lr']:g}, AdamW; QAT schedule {cfg['schedule']} (F32 -> F16 -> Q8_0 -> recipe), "
-        f"STE {cfg['ste']}",
+        f"lr {cfg['lr']:g}, AdamW; QAT ({cfg['qat_loss']}: "
+        + ("distilled from the fine-tuned float model" if cfg["qat_loss"] == "kl" else "CE from the base")
+        + f", {cfg['qat_steps'] or cfg['steps']} steps) schedule {cfg['schedule']} (F32 -> F16 -> Q8_0 -> "
+        f"recipe), STE {cfg['ste']}, imatrix from {cfg['imatrix_batches']} batches",
         f"- evaluation: llama.cpp (llama-cpp-python), {summary.rows[0]['n_scored']} held-out tokens "
         f"(second halves of {cfg['eval_chunks']} chunks of {cfg['eval_ctx']}); KL against {REFERENCE}",
         f"- time: {summary.seconds['total'] / 60:.1f} min "
@@ -145,6 +154,7 @@ def _plot(summary: Any, path: Path) -> None:
         "base PTQ": "#cfcfcf",
         "fine-tuned": "#4c72b0",
         "fine-tuned PTQ": "#dd8452",
+        "fine-tuned imatrix PTQ": "#c44e52",
         "QAT": "#55a868",
     }
     ax_ppl.barh(range(len(rows)), ppl, color=[kinds.get(r["kind"], "#888") for r in rows])

@@ -4,12 +4,19 @@ Variants (all evaluated on the same held-out tokens, KL divergence against the f
   base F32            the model as given, exported as F32
   base PTQ            the model as given -> recipe (what llama-quantize would make of it)
   fine-tuned F32      fine-tuned without fake quantization, exported as F32 (the KL reference)
-  fine-tuned PTQ      that model -> recipe: the fair baseline for QAT (same steps, data, learning rate)
-  QAT                 fine-tuned with scheduled, format-exact fake quantization -> recipe
+  fine-tuned PTQ      that model -> recipe: the plain baseline
+  fine-tuned imatrix PTQ
+                      that model -> recipe with an importance matrix collected from it on the training
+                      text: the strongest post-training quantization llama.cpp users have
+  QAT                 "kl" (default): the fine-tuned float model distilled into its recipe with scheduled,
+                      imatrix-aware, format-exact fake quantization (it is the teacher and the starting
+                      point); "ce": the base model fine-tuned with fake quantization and cross-entropy
+                      (same steps, data and learning rate as the float fine-tune) -> recipe
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -63,7 +70,9 @@ class DemoConfig:
     ste: str = "identity"
     eval_ctx: int = 512
     eval_chunks: int = 8
-    imatrix_batches: int = 0  # >0: an importance matrix from this many batches, for PTQ and QAT alike
+    imatrix_batches: int = 16  # >0: an importance matrix from this many batches (imatrix PTQ rows and QAT)
+    qat_loss: str = "kl"  # "kl": distil the fine-tuned float model; "ce": QAT fine-tune from the base
+    qat_steps: int | None = None  # QAT steps (default: steps)
     threads: int | None = None
     seed: int = 0
     progress: bool = True
@@ -75,6 +84,7 @@ class DemoResult:
     split: str
     rows: list[dict] = field(default_factory=list)
     gap_closed: dict[str, float | None] = field(default_factory=dict)
+    gap_closed_imatrix: dict[str, float | None] = field(default_factory=dict)
     train_logs: dict[str, dict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -102,6 +112,10 @@ def _check(config: DemoConfig) -> list[Recipe]:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
     if config.imatrix_batches < 0:
         raise ValueError(f"imatrix_batches must be >= 0, got {config.imatrix_batches}")
+    if config.qat_loss not in ("kl", "ce"):
+        raise ValueError(f"qat_loss must be 'kl' or 'ce', got {config.qat_loss!r}")
+    if config.qat_steps is not None and config.qat_steps < 1:
+        raise ValueError(f"qat_steps must be positive, got {config.qat_steps}")
     if config.steps < 10 and config.schedule == "linear":
         # fewer steps than rungs' spans make a schedule that skips rungs; allowed, but say so
         _say(f"note: {config.steps} steps are too few for a meaningful linear schedule")
@@ -119,8 +133,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
     from ..export.llama_export import export_gguf
     from ..models.smollm2 import smollm2_hf_dir
     from ..nn import prepare
+    from ..pipeline.distill import DEFAULTS as DISTILL
     from ..schedule import BitWidthSchedule
-    from ..train import TokenWindows, collect_imatrix, train
+    from ..train import Objective, TokenWindows, collect_imatrix, train
     from .report import gap_closed, write_reports
 
     recipes = _check(config)
@@ -156,9 +171,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         torch.manual_seed(config.seed)
         return LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 
-    imatrix = None
-
-    def export(model, name: str, ftype: str, pure: bool = False) -> Path:
+    def export(model, name: str, ftype: str, pure: bool = False, imatrix=None) -> Path:
         path = gguf_dir / f"{name}.gguf"
         export_gguf(
             model,
@@ -181,57 +194,80 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     t = time.perf_counter()
     base = load_model()
-    if config.imatrix_batches:
-        # One importance matrix, from the base model on training text, used by every quantized file and
-        # by QAT, so the variants differ only in how they were trained.
-        calib = [data.batch(i, config.batch, seed=config.seed + 1) for i in range(config.imatrix_batches)]
-        imatrix = collect_imatrix(base, calib, progress=config.progress)
     add("base F32", "base", "F32", export(base, "base-F32", "F32"))
     for r in recipes:
         add(f"base PTQ {r.label}", "base PTQ", r.label, export(base, f"base-{r.label}", r.ftype, r.pure))
     seconds["export"] = time.perf_counter() - t
 
     logs: dict[str, dict] = {}
+    qat_steps = config.qat_steps or config.steps
 
-    def fit(model, name: str, schedule: BitWidthSchedule | None = None) -> None:
-        # the same steps, batches, learning rate and seed for every run: only the fake quantization differs
+    def fit(model, name: str, steps: int, schedule=None, objective=None, teacher=None, lr_decay="constant"):
+        # the same batches, learning rate and seed for every run: only the fake quantization (and, for
+        # distillation, the objective) differs
         t = time.perf_counter()
         result = train(
             model,
             data,
-            steps=config.steps,
+            steps=steps,
             lr=config.lr,
             batch_size=config.batch,
             schedule=schedule,
             seed=config.seed,
             progress=config.progress,
             desc=name,
+            objective=objective,
+            teacher=teacher,
+            lr_decay=lr_decay,
         )
         seconds[f"train {name}"] = time.perf_counter() - t
         logs[name] = result.to_json()
 
-    fit(base, "float")
+    fit(base, "float", config.steps)
+    finetuned = base
+    imatrix = None
+    if config.imatrix_batches:
+        # The importance matrix a llama.cpp user would make for the fine-tuned model: its activations on
+        # the training text (calibration batches drawn with their own seed).
+        t = time.perf_counter()
+        calib = [data.batch(i, config.batch, seed=config.seed + 1) for i in range(config.imatrix_batches)]
+        imatrix = collect_imatrix(finetuned, calib, progress=config.progress)
+        seconds["imatrix"] = time.perf_counter() - t
     t = time.perf_counter()
-    add("fine-tuned F32", "fine-tuned", "F32", export(base, "finetuned-F32", "F32"))
+    add("fine-tuned F32", "fine-tuned", "F32", export(finetuned, "finetuned-F32", "F32"))
     for r in recipes:
         add(
             f"fine-tuned PTQ {r.label}",
             "fine-tuned PTQ",
             r.label,
-            export(base, f"finetuned-{r.label}", r.ftype, r.pure),
+            export(finetuned, f"finetuned-{r.label}", r.ftype, r.pure),
         )
+        if imatrix is not None:
+            add(
+                f"fine-tuned imatrix PTQ {r.label}",
+                "fine-tuned imatrix PTQ",
+                r.label,
+                export(finetuned, f"finetuned-imatrix-{r.label}", r.ftype, r.pure, imatrix),
+            )
     seconds["export"] += time.perf_counter() - t
-    del base
 
     for r in recipes:
-        model = load_model()
-        schedule = BitWidthSchedule(config.steps, config.schedule)
-        prepare(model, r.ftype, pure=r.pure, schedule=schedule, ste=config.ste, imatrix=imatrix)
-        fit(model, f"QAT {r.label}", schedule)
+        schedule = BitWidthSchedule(
+            qat_steps, config.schedule, warmup=DISTILL["warmup"], cooldown=DISTILL["cooldown"]
+        )
+        if config.qat_loss == "kl":
+            model = copy.deepcopy(finetuned)
+            prepare(model, r.ftype, pure=r.pure, schedule=schedule, ste=config.ste, imatrix=imatrix)
+            fit(model, f"QAT {r.label}", qat_steps, schedule, Objective("kl"), finetuned, DISTILL["lr_decay"])
+        else:
+            model = load_model()
+            prepare(model, r.ftype, pure=r.pure, schedule=schedule, ste=config.ste, imatrix=imatrix)
+            fit(model, f"QAT {r.label}", qat_steps, schedule)
         t = time.perf_counter()
-        add(f"QAT {r.label}", "QAT", r.label, export(model, f"qat-{r.label}", r.ftype, r.pure))
+        add(f"QAT {r.label}", "QAT", r.label, export(model, f"qat-{r.label}", r.ftype, r.pure, imatrix))
         seconds["export"] += time.perf_counter() - t
         del model
+    del base, finetuned
 
     t = time.perf_counter()
     eval_tokens = tokenize_with_gguf(files["fine-tuned F32"], eval_text)
@@ -258,6 +294,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         split=split.describe(),
         rows=rows,
         gap_closed={r.label: gap_closed(rows, r.label) for r in recipes},
+        gap_closed_imatrix={r.label: gap_closed(rows, r.label, "fine-tuned imatrix PTQ") for r in recipes},
         train_logs=logs,
         seconds=seconds,
     )

@@ -39,7 +39,9 @@ class GGUFScore:
     chunk_kl: tuple[float, ...] = ()
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["chunk_nll"], data["chunk_kl"] = list(self.chunk_nll), list(self.chunk_kl)
+        return data
 
 
 def _load(path: str | os.PathLike[str], n_ctx: int, threads: int | None):
