@@ -56,6 +56,9 @@ class Settings:
     eval_ctx: int = 512
     seed: int = 0
     threads: int | None = None
+    autoround_iters: int = 10  # AutoRound's tuning iterations per block, calibration windows and length
+    autoround_nsamples: int = 16
+    autoround_seqlen: int = 128
 
 
 def parse_recipe(text: str) -> tuple[str, bool]:
@@ -215,6 +218,9 @@ class Bench:
             self.gguf_dir / f"{name.replace(' ', '_')}-autoround",
             scheme=AUTOROUND_SCHEMES[ftype],
             qdq=True,
+            iters=self.s.autoround_iters,
+            nsamples=self.s.autoround_nsamples,
+            seqlen=self.s.autoround_seqlen,
             seed=self.s.seed,
         )
         # its fake-quantized weights, quantized with the recipe and the imatrix (= llama_model_quantize)
@@ -412,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     s = Settings(seed=args.seed, threads=args.threads)
     if args.quick:
         s.steps, s.seq_len, s.imatrix_batches, s.eval_chunks = 6, 64, 2, 2
+        s.autoround_iters, s.autoround_nsamples, s.autoround_seqlen = 1, 2, 64
         if args.recipes == list(RECIPES):
             args.recipes = ["Q4_0-pure"]
     for key in ("steps", "seq_len", "batch", "lr", "eval_chunks"):

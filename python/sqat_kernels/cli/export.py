@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._args import positive_int
+
 NAME = "export"
 HELP = "export a Hugging Face Llama model directory to GGUF (F32/F16/BF16 or a llama-quantize recipe)"
 
@@ -26,17 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--imatrix", type=Path, default=None, help="llama.cpp imatrix file (GGUF or legacy .dat)"
     )
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (>= 1)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_gguf
+    from ..export import export_gguf, read_imatrix
 
+    if args.imatrix is not None and not args.imatrix.is_file():
+        raise SystemExit(f"sqat export: {args.imatrix}: expected an existing imatrix file, found none")
     try:
+        # Read (and checked) before the output is opened; export_gguf refuses names the model lacks.
+        imatrix = None if args.imatrix is None else read_imatrix(args.imatrix)
         export_gguf(
             args.model_dir,
             args.out,
             args.ftype,
+            imatrix=imatrix,
             pure=args.pure,
             threads=args.threads,
             output_tensor_type=args.output_tensor_type,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._args import positive_int
+
 NAME = "quantize"
 HELP = "quantize a Llama GGUF file (F32/F16/BF16) to a recipe, byte-identical to llama-quantize"
 
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--imatrix", type=Path, default=None, help="llama.cpp imatrix file (GGUF or legacy .dat)"
     )
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (>= 1)")
     parser.add_argument("--pure", action="store_true", help="one type for every tensor")
     parser.add_argument("--output-tensor-type", default=None)
     parser.add_argument("--token-embedding-type", default=None)
@@ -27,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..export.requantize import requantize_gguf
 
+    # Files are checked before the output is opened: the input, and the imatrix inside requantize_gguf.
+    for path, what in ((args.src, "input"), (args.imatrix, "imatrix")):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"sqat quantize: {path}: expected an existing {what} file, found none")
     try:
         requantize_gguf(
             args.src,

@@ -10,13 +10,16 @@ import gguf
 import numpy as np
 
 from ..formats import get_format
+from ..gguf_checks import CheckedGGUF
 from ..quant import quantize
-from ..recipes import LlamaShape, file_type, recipe_table
-from .imatrix import read_imatrix
+from ..recipes import file_type, recipe_table
+from .imatrix import check_imatrix_matches, read_imatrix
+from .llama_gguf_checks import check_llama_tensors, llama_shape
 from .writer import write_gguf
 
 _MOVED_LAST = ("general.quantization_version", "general.file_type")
 _DROPPED = ("split.no", "split.count", "split.tensors.count")
+_SOURCE_TYPES = ("F32", "F16", "BF16")
 
 
 def _field_value(field: gguf.ReaderField):
@@ -30,36 +33,6 @@ def _field_value(field: gguf.ReaderField):
     if main == gguf.GGUFValueType.STRING:
         return bytes(field.parts[-1].tobytes()), main, None
     return field.parts[-1].tolist()[0], main, None
-
-
-def _shape_from_metadata(reader: gguf.GGUFReader, names: set[str]) -> LlamaShape:
-    def get(key: str, default=None):
-        f = reader.fields.get(key)
-        return default if f is None else f.contents()
-
-    arch = get("general.architecture")
-    if arch != "llama":
-        raise ValueError(
-            f"only Llama-architecture GGUF files are supported, got general.architecture={arch!r}"
-        )
-    n_head = int(get("llama.attention.head_count"))
-    n_embd = int(get("llama.embedding_length"))
-    n_vocab = get("llama.vocab_size")
-    if n_vocab is None:
-        n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
-    head_dim = get("llama.attention.key_length")
-    if head_dim is not None and int(head_dim) * n_head == n_embd:
-        head_dim = None
-    return LlamaShape(
-        n_layer=int(get("llama.block_count")),
-        n_embd=n_embd,
-        n_head=n_head,
-        n_head_kv=int(get("llama.attention.head_count_kv", n_head)),
-        n_ff=int(get("llama.feed_forward_length")),
-        n_vocab=int(n_vocab),
-        tied_embeddings="output.weight" not in names,
-        head_dim=None if head_dim is None else int(head_dim),
-    )
 
 
 def _as_f32(t: gguf.ReaderTensor) -> np.ndarray:
@@ -98,14 +71,27 @@ def requantize_gguf(
     (GGUF or legacy .dat, see read_imatrix) or a dict GGUF tensor name -> float32 [ne0]. Atomic output.
     """
     in_path, out_path = Path(in_path), Path(out_path)
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     if in_path.resolve() == out_path.resolve():
         raise ValueError("input and output are the same file")
-    reader = gguf.GGUFReader(in_path)
-    tensors = {t.name: t for t in reader.tensors}
-    shape = _shape_from_metadata(reader, set(tensors))
+    # Everything is checked before the output is opened: the container, the model, the recipe, the imatrix.
+    g = CheckedGGUF(in_path)
+    reader, tensors = g.reader, g.tensors
+    shape = llama_shape(g)
+    check_llama_tensors(
+        g,
+        shape,
+        _SOURCE_TYPES,
+        "requantizing already-quantized tensors is not supported (start from an F32, F16 or BF16 file)",
+    )
     if isinstance(imatrix, (str, os.PathLike)):
+        imatrix_source = str(imatrix)
         imatrix = read_imatrix(imatrix)
+    else:
+        imatrix_source = "imatrix"
     imatrix = dict(imatrix or {})
+    check_imatrix_matches(imatrix, {n: ne[0] for n, ne in shape.tensor_shapes().items()}, imatrix_source)
     recipe = ftype.upper()
     table = recipe_table(
         shape,
@@ -115,11 +101,6 @@ def requantize_gguf(
         output_tensor_type=output_tensor_type,
         token_embedding_type=token_embedding_type,
     )
-    if {c.name for c in table} != set(tensors):
-        raise ValueError(
-            f"{in_path}: tensors {sorted({c.name for c in table} ^ set(tensors))[:5]} do not match "
-            f"a Llama model of {shape}"
-        )
 
     entries = []
     for c in table:
@@ -134,18 +115,17 @@ def requantize_gguf(
 
     def produce(name: str) -> np.ndarray:
         t = tensors[name]
+        # Decoded (exactly) before any copy, so that NaN/Inf is refused whatever the target type.
+        x = _as_f32(t)
+        g.check_finite(name, x)
         if t.tensor_type.name == types[name]:
             return (
                 np.asarray(t.data).reshape(-1).view(np.uint8)
                 if types[name] != "F32"
                 else np.asarray(t.data, dtype=np.float32)
             )
-        x = _as_f32(t)
         if types[name] == "F32":
             return x
-        if not np.isfinite(x).all():
-            row, col = np.argwhere(~np.isfinite(x))[0]
-            raise ValueError(f"{name} holds a non-finite value at row {row}, column {col}")
         im = imatrix.get(name)
         return quantize(x, types[name], None if im is None else np.asarray(im, np.float32), threads=threads)
 
