@@ -53,8 +53,9 @@ AUTOROUND_SCHEMES = {"Q4_0": "gguf:q4_0", "Q4_K_M": "gguf:q4_k_m", "IQ4_NL": "W4
 
 
 def _import_torchao():
-    """torchao's QAT pieces; its import logs a warning per CUDA extension it cannot load on a CPU-only
-    torch, which is noise here, so the 'torchao' logger is held at ERROR during the import."""
+    """torchao's QAT pieces. torchao's first import logs a warning per CUDA extension a CPU-only torch
+    cannot load (noise here), so the 'torchao' logger is held at ERROR meanwhile; this quiets nothing when
+    torchao was imported before (transformers may import it while loading a model)."""
     log = logging.getLogger("torchao")
     level = log.level
     log.setLevel(logging.ERROR)
@@ -123,7 +124,7 @@ class AutoRoundResult:
     qdq_dir: Hugging Face directory (config, tokenizer, float32 safetensors with the original tensor names)
         of AutoRound's fake-quantized weights, or None. `export_gguf(qdq_dir, path, "F32")` reads it.
     gguf: AutoRound's own GGUF file, or None.
-    seconds: wall time of AutoRound's quantize_and_save (block tuning plus writing every output).
+    seconds: wall time of AutoRound's construction and quantize_and_save (tuning plus writing every output).
     settings: the AutoRound arguments used (for the benchmark's JSON).
     """
 
@@ -162,7 +163,7 @@ def autoround_quantize(
     bits: int = 4,
     group_size: int = 32,
     sym: bool = True,
-    iters: int = 10,
+    iters: int = 20,
     nsamples: int = 16,
     seqlen: int = 128,
     batch_size: int = 4,
@@ -188,7 +189,9 @@ def autoround_quantize(
         bits, group_size, sym: the integer scheme for scheme="W4A16" (4, 32, True: Q4_0's block and grid).
         iters, nsamples, seqlen, batch_size: tuning steps per decoder block, calibration windows, tokens per
             window, windows per step. AutoRound's defaults (200, 128, 2048, 8) are far beyond a 2-core CPU;
-            the cost is about linear in iters * batch_size * seqlen per block.
+            the cost is about linear in iters * batch_size * seqlen per block: W4A16, 4 x 128 tokens per
+            step took ~0.5 s per step per block on 2 idle cores (30 blocks: iters=20 ~5 min), several
+            times more when the cores are shared.
         seed: AutoRound's seed and the calibration windows' seed.
         enable_alg_ext: AutoRound's extended algorithm (recommended by it for GGUF K-quants; far costlier).
         quiet: hold AutoRound's logger at WARNING (it logs every block and tensor at INFO).
