@@ -213,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     steal = [r["host_steal_s"] for r in records if r["host_steal_s"] is not None]
     if steal:
         per_cpu = ", ".join(f"cpu{i} {sum(s[i] for s in steal):.2f} s" for i in range(len(steal[0])))
-        print(f"time the hypervisor took from the vCPUs while timing: {per_cpu} "
-              f"(of {sum(r['wall_s'] for r in records):.0f} s)")
+        print(
+            f"time the hypervisor took from the vCPUs while timing: {per_cpu} "
+            f"(of {sum(r['wall_s'] for r in records):.0f} s)"
+        )
 
     payload = {
         "benchmark": "quantize",

@@ -149,7 +149,7 @@ def _qat(steps, seed=2):
     return model, sched
 
 
-def test_teacher_stays_frozen_and_unchanged(windows):
+def test_teacher_gets_no_gradient_and_stays_unchanged(windows):
     teacher = tiny_llama(vocab=300, seed=1)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student, sched = _qat(6)
@@ -164,10 +164,37 @@ def test_teacher_stays_frozen_and_unchanged(windows):
         teacher=teacher,
     )
     assert res.losses[-1] < res.losses[0]
+    assert not teacher.training
     for name, p in teacher.named_parameters():
-        assert not p.requires_grad and p.grad is None, name
+        assert p.grad is None, name
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), f"teacher tensor {k} changed"
+
+
+def test_student_copied_from_a_used_teacher_still_trains(windows):
+    # sqat demo distils one teacher into a deep copy of it per recipe: the second copy must be trainable
+    teacher = tiny_llama(vocab=300, seed=1)
+    for recipe in ("Q4_0", "Q8_0"):
+        student = copy.deepcopy(teacher)
+        sched = BitWidthSchedule(4, "step")
+        prepare(student, recipe, pure=True, schedule=sched)
+        res = train(
+            student,
+            windows,
+            steps=4,
+            lr=1e-3,
+            schedule=sched,
+            progress=False,
+            objective=Objective("kl"),
+            teacher=teacher,
+        )
+        assert len(res.losses) == 4, recipe
+
+
+def test_a_model_with_nothing_to_train_is_refused(windows):
+    model = tiny_llama(vocab=300, seed=1).requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameter that requires grad"):
+        train(model, windows, steps=2, progress=False)
 
 
 def test_student_learns_the_teacher():

@@ -256,8 +256,9 @@ class Distiller:
     """A training step's loss for a student model, with a frozen teacher where the objective needs one.
 
     teacher: a float model with the student's vocabulary (e.g. the model as it was before QAT); it is put
-    in eval mode, its parameters stop requiring gradients, and it runs under inference mode, so it stores
-    nothing for backward. The teacher's output head must be a plain nn.Linear (not a QAT layer).
+    in eval mode and runs under inference mode, so it gets no gradients and stores nothing for backward.
+    Its parameters' requires_grad flags are left as they are: a student later deep-copied from the same
+    teacher must still be trainable. The teacher's output head must be a plain nn.Linear (not a QAT layer).
     """
 
     def __init__(self, objective: Objective, teacher: nn.Module | None = None) -> None:
@@ -267,8 +268,6 @@ class Distiller:
         self.teacher = teacher
         if teacher is not None:
             teacher.eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
 
     def teacher_states(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """The teacher's final hidden states and output weight/bias for token ids int64 [batch, seq]."""

@@ -130,6 +130,8 @@ def train(
     if distiller is None and teacher is not None:
         raise ValueError("a teacher was given without an objective that uses it (objective=Objective('kl'))")
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params and optimizer is None:
+        raise ValueError("the model has no parameter that requires grad: nothing to train")
     if optimizer is None:
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
