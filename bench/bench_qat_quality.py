@@ -59,9 +59,12 @@ class Settings:
     eval_ctx: int = 512
     seed: int = 0
     threads: int | None = None
-    autoround_iters: int = 10  # AutoRound's tuning iterations per block, calibration windows and length
-    autoround_nsamples: int = 16
+    # AutoRound's tuning steps per block, calibration windows, their length and windows per step: 60 x 4 x
+    # 128 tokens, the trained rows' budget (steps x batch x seq_len), through every block
+    autoround_iters: int = 60
+    autoround_nsamples: int = 32
     autoround_seqlen: int = 128
+    autoround_batch: int = 4
 
 
 def parse_recipe(text: str) -> tuple[str, bool]:
@@ -230,6 +233,7 @@ class Bench:
             iters=self.s.autoround_iters,
             nsamples=self.s.autoround_nsamples,
             seqlen=self.s.autoround_seqlen,
+            batch_size=self.s.autoround_batch,
             seed=self.s.seed,
         )
         # its fake-quantized weights, quantized with the recipe and the imatrix (= llama_model_quantize)
@@ -428,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     s = Settings(seed=args.seed, threads=args.threads)
     if args.quick:
         s.steps, s.seq_len, s.imatrix_batches, s.eval_chunks = 6, 64, 2, 2
-        s.autoround_iters, s.autoround_nsamples, s.autoround_seqlen = 1, 2, 64
+        s.autoround_iters, s.autoround_nsamples, s.autoround_seqlen, s.autoround_batch = 1, 2, 64, 2
         if args.recipes == list(RECIPES):
             args.recipes = ["Q4_0-pure"]
         if args.finetune_recipes == list(FINETUNE_RECIPES):

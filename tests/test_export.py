@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import gguf
 import numpy as np
@@ -186,6 +187,24 @@ def test_atomic_output_and_errors(tmp_path):
     ).save_pretrained(gpt)
     with pytest.raises(ValueError, match="Llama"):
         export_gguf(gpt, tmp_path / "g.gguf", "Q8_0", progress=False)
+
+
+@pytest.mark.parametrize("fault", ["short", "long", "unknown-name"])
+def test_imatrix_that_does_not_fit_the_model_is_refused_before_writing(tmp_path, fault):
+    model_dir = save_tiny_model_dir(tmp_path / "hf", hidden=64, heads=4, kv=2, ff=256, layers=2)
+    imatrix = _imatrix(model_dir)
+    victim = "blk.1.ffn_down.weight"  # 256 columns
+    if fault == "unknown-name":
+        imatrix["blk.7.ffn_down.weight"] = imatrix.pop(victim)
+        match = r"blk\.7\.ffn_down\.weight"
+    else:
+        n = 255 if fault == "short" else 257
+        imatrix[victim] = np.ones(n, np.float32)
+        match = re.escape(victim) + rf": expected 256 values .*found {n}"
+    dest = tmp_path / "out.gguf"
+    with pytest.raises(ValueError, match=match):
+        export_gguf(model_dir, dest, "Q4_K_M", imatrix=imatrix, progress=False)
+    assert not dest.exists()
 
 
 def test_export_cli(tmp_path, capsys):

@@ -12,6 +12,7 @@ Public API:
     cpu_variant() / set_cpu_variant(name)               -> CPU kernel instruction set (avx512/avx2/scalar)
     recipes.tensor_types(shape, recipe)                 -> llama-quantize's type for every tensor
     sqat_kernels.reference                              -> the NumPy reference implementation
+    InputFileError                                      -> (a ValueError) an input file is malformed
 """
 
 from typing import Any
@@ -24,6 +25,7 @@ from .backends.native import (
     supported_cpu_variants,
 )
 from .formats import SUPPORTED_TYPES, QuantFormat, get_format
+from .gguf_checks import InputFileError
 from .quant import dequantize, quantize
 from .schedule import BitWidthSchedule
 
@@ -41,6 +43,7 @@ _TORCH_ATTRS = {
 __all__ = [
     "SUPPORTED_TYPES",
     "BitWidthSchedule",
+    "InputFileError",
     "QATConfig",
     "QATEmbedding",
     "QATLinear",

@@ -15,6 +15,7 @@ from ..formats import get_format
 from ..quant import quantize
 from ..recipes import LlamaShape, file_type, recipe_table
 from .hf_weights import SafetensorsCheckpoint
+from .imatrix import check_imatrix_matches
 from .llama_metadata import read_vocab, write_llama_metadata
 from .tensors import gguf_name_map, to_gguf_layout
 from .writer import write_gguf
@@ -52,12 +53,16 @@ class _StateDict:
 
 
 def _qat_settings(model: Any) -> dict[str, tuple[str, str, Any]]:
-    """HF weight name -> (recipe type, active type, imatrix) of every QAT layer of the model."""
-    try:
-        from ..nn import qat_modules
-    except ImportError:  # torch missing: a model object cannot hold QAT layers then
-        return {}
-    return {f"{name}.weight": (m.config.qtype, m.active_qtype, m.imatrix) for name, m in qat_modules(model)}
+    """HF weight name -> (recipe type, active type, imatrix) of every layer that says what it trained
+    against: a module with a `trained_as` attribute of those three (sqat's QAT layers have one). Read as
+    data, so export needs nothing of nn."""
+    settings = {}
+    for name, module in model.named_modules():
+        trained_as = getattr(module, "trained_as", None)
+        if trained_as is not None:
+            recipe_type, active, imatrix = trained_as
+            settings[f"{name}.weight"] = (recipe_type, active, imatrix)
+    return settings
 
 
 def export_gguf(
@@ -91,8 +96,10 @@ def export_gguf(
         threads: CPU threads for packing.
 
     Raises:
-        ValueError: not a Llama model, unknown recipe, non-finite weights (names the tensor), a QAT model
-            whose layers were prepared for another recipe or are not at their recipe type yet.
+        ValueError: not a Llama model, unknown recipe, non-finite weights (names the tensor), an imatrix
+            entry naming no tensor or of another length than the tensor's rows (an InputFileError naming
+            it, raised before the file is begun), a QAT model whose layers were prepared for another
+            recipe or are not at their recipe type yet.
         FileNotFoundError: missing config or tokenizer files. OSError: the file could not be written.
     """
     config, source, tok_dir = _load(model_or_dir, tokenizer_dir)
@@ -125,6 +132,7 @@ def export_gguf(
             f"model tensors {sorted(set(hf_of) ^ set(types))[:5]} do not match a Llama model of {shape}"
         )
     ne_of = shape.tensor_shapes()
+    check_imatrix_matches(imatrix, {name: ne_of[name][0] for name in types}, "imatrix")
     for gguf_name, hf_name in hf_of.items():
         setting = qat.get(hf_name)
         if setting is None:

@@ -8,6 +8,7 @@ type), and the straight-through backward passes the gradient to the latent weigh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,19 @@ def _row_fallback(qtype: str, n: int) -> str:
     return qtype if n % get_format(qtype).block_size == 0 else "F16"
 
 
+class TrainedAs(NamedTuple):
+    """What a QAT layer's weight trains against, as data for the exporter (which never imports nn: it
+    reads the `trained_as` attribute of any module that has one).
+
+    qtype: the recipe type prepare() gave the tensor; active_qtype: the rung its forward uses now ("F32"
+    before the schedule reaches a quantized rung); imatrix: float32 [columns] importance weights or None.
+    """
+
+    qtype: str
+    active_qtype: str
+    imatrix: torch.Tensor | None
+
+
 class _QATMixin:
     """The fake-quant state shared by QATLinear and QATEmbedding (weight rows = GGUF rows)."""
 
@@ -88,6 +102,10 @@ class _QATMixin:
         self.active_qtype = config.qtype if config.enabled else "F32"
         if schedule is not None:
             self.follow(schedule)
+
+    @property
+    def trained_as(self) -> TrainedAs:
+        return TrainedAs(self.config.qtype, self.active_qtype, self.imatrix)
 
     def follow(self, schedule: BitWidthSchedule) -> None:
         """Train at `schedule`'s rungs from now on (its current rung applies at once)."""
