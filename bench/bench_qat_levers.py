@@ -1,8 +1,10 @@
 """The levers of sqat's QAT, one at a time: each variant changes one setting of `sqat distill`'s defaults.
 
 Recovery scenario of bench_qat_quality.py (SmolLM2-135M-Instruct, Shakespeare training plays, the float
-model is the teacher and the reference; evaluation on the held-out plays by llama.cpp), one recipe. Every
-variant is trained and scored beside PTQ and imatrix PTQ on the same tokens, with bootstrap intervals.
+model is the teacher and the reference), one recipe, scored by llama.cpp on validation plays (othello,
+lear) that, like bench_qat_quality's evaluation plays, are left out of the training text: the defaults are
+chosen without looking at the text the comparison table is scored on. Every variant is trained and scored
+beside PTQ and imatrix PTQ on the same tokens, with bootstrap intervals.
 
     python bench/bench_qat_levers.py --recipe Q4_0-pure --steps 60
     python bench/bench_qat_levers.py --variants default ce "cooldown=0.1" "lr_decay=constant"
@@ -24,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_qat_quality import Bench, Settings, score  # noqa: E402
+from bench_qat_quality import VALIDATION_PLAYS, Bench, Settings, score  # noqa: E402
 from harness import machine_info  # noqa: E402
 
 VARIANTS = (
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    b = Bench(s, args.out / f"{args.name}-files", progress=not args.no_progress)
+    b = Bench(s, args.out / f"{args.name}-files", progress=not args.no_progress, validation=VALIDATION_PLAYS)
     started = time.perf_counter()
     base = b.load()
     imatrix = b.imatrix(base)

@@ -81,10 +81,19 @@ def bootstrap(values_a: np.ndarray, values_b: np.ndarray | None, stat, n: int = 
     return float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))
 
 
+# bench_qat_levers.py chooses sqat's defaults by scoring on these plays, held out of its training text along
+# with the evaluation plays: the choice never sees the text this bench's table is scored on
+VALIDATION_PLAYS = ("othello", "lear")
+
+
 class Bench:
-    def __init__(self, settings: Settings, out: Path, progress: bool) -> None:
+    def __init__(
+        self, settings: Settings, out: Path, progress: bool, validation: tuple[str, ...] = ()
+    ) -> None:
+        """validation: plays to score on instead of the held-out evaluation plays (which then leave the
+        training text too)."""
         import torch
-        from sqat_kernels.demo.data import shakespeare_split
+        from sqat_kernels.demo.data import HELD_OUT_PLAYS, TextSplit, shakespeare_split
         from sqat_kernels.models.smollm2 import smollm2_hf_dir
         from sqat_kernels.train import TokenWindows
         from transformers import AutoTokenizer
@@ -99,6 +108,11 @@ class Bench:
         self.model_dir = smollm2_hf_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         split = shakespeare_split()
+        if validation:
+            split = TextSplit(
+                train=shakespeare_split(HELD_OUT_PLAYS + validation).train,
+                held_out=shakespeare_split(validation).held_out,
+            )
         self.split = split.describe()
         self.train_texts, self.eval_text = split.texts()
         self.data = TokenWindows.from_texts(self.train_texts, self.tokenizer, settings.seq_len)

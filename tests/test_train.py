@@ -200,3 +200,45 @@ def test_collect_imatrix_is_the_mean_squared_input_of_every_matmul(tied):
     assert got.dtype == np.float32 and got.shape == (128,)
     np.testing.assert_array_equal(got, expected)
     prepare(model, "Q4_K_M", imatrix=imatrix)  # the names and shapes are what prepare accepts
+
+
+def test_sqat_train_distils_from_a_teacher(tmp_path):
+    model_dir = save_tiny_model_dir(tmp_path / "tiny")
+    data = tmp_path / "data.txt"
+    data.write_text(TEXT)
+    out = tmp_path / "out"
+    argv = ["train", "--model", str(model_dir), "--data", str(data), "--recipe", "Q4_0", "--pure"]
+    argv += ["--steps", "4", "--seq-len", "16", "--batch", "2", "--out", str(out), "--loss", "kl"]
+    argv += ["--teacher", str(model_dir), "--lr-decay", "final"]
+    assert sqat_main(argv) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["steps"] == [0, 1, 2, 3]
+    # the student starts as the teacher: KL 0 before the first quantized rung, positive after it
+    assert log["losses"][0] == pytest.approx(0.0, abs=1e-6) and log["losses"][-1] > 0
+    assert json.loads((out / "model" / "sqat_qat.json").read_text())["loss"] == "kl"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--teacher", "{model}"], "--teacher needs --loss kl or mix"),
+        (["--teacher", "{tmp}/nowhere", "--loss", "kl"], "not a Hugging Face model directory"),
+        (["--loss", "kl", "--temperature", "0"], "temperature"),
+        (["--steps", "0"], "expected an integer >= 1"),
+        (["--batch", "-1"], "expected an integer >= 1"),
+        (["--threads", "0"], "expected an integer >= 1"),
+    ],
+    ids=["teacher-with-ce", "teacher-missing", "temperature", "steps", "batch", "threads"],
+)
+def test_sqat_train_refuses_bad_arguments_before_writing(tmp_path, capsys, extra, message):
+    model_dir = save_tiny_model_dir(tmp_path / "tiny")
+    data = tmp_path / "data.txt"
+    data.write_text(TEXT)
+    out = tmp_path / "out"
+    argv = ["train", "--model", str(model_dir), "--data", str(data), "--steps", "2", "--out", str(out)]
+    argv += [e.format(model=model_dir, tmp=tmp_path) for e in extra]
+    with pytest.raises(SystemExit) as exc:
+        sqat_main(argv)
+    assert exc.value.code != 0
+    assert message in str(exc.value.code) + capsys.readouterr().err
+    assert not out.exists()

@@ -177,39 +177,41 @@ def train(
 
         bar = tqdm(total=steps, initial=start, desc=desc, unit="step")
     model.train()
-    for step in range(start, steps):
-        rung = schedule.current_rung if schedule is not None else "-"
-        ids = data.batch(step, batch_size, seed=seed, rank=rank, world_size=world_size)
-        if lr_decay != "constant":  # a constant rate leaves the optimiser's (or the caller's) rates alone
-            factor = lr_factor(step, steps, lr_decay, schedule)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-        if distiller is None:
-            loss = model(input_ids=ids, labels=ids).loss
-        else:
-            loss = distiller.loss(model, ids)
-        loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if freezer is not None:
-            freezer.after_step(model)
-        if schedule is not None:
-            schedule.step()
-        value = float(loss.detach())
-        if not np.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at step {step} (rung {rung})")
-        result.steps.append(step)
-        result.losses.append(value)
-        result.rungs.append(rung)
+    try:
+        for step in range(start, steps):
+            rung = schedule.current_rung if schedule is not None else "-"
+            ids = data.batch(step, batch_size, seed=seed, rank=rank, world_size=world_size)
+            if lr_decay != "constant":  # a constant rate leaves the optimiser's (or the caller's) rates alone
+                factor = lr_factor(step, steps, lr_decay, schedule)
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * factor
+            if distiller is None:
+                loss = model(input_ids=ids, labels=ids).loss
+            else:
+                loss = distiller.loss(model, ids)
+            loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if freezer is not None:
+                freezer.after_step(model)
+            if schedule is not None:
+                schedule.step()
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                raise FloatingPointError(f"loss became {value} at step {step} (rung {rung})")
+            result.steps.append(step)
+            result.losses.append(value)
+            result.rungs.append(rung)
+            if bar is not None:
+                bar.set_postfix(loss=f"{value:.4f}", rung=rung)
+                bar.update(1)
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                checkpoint(step + 1)
+    finally:  # closed before an interruption's message is printed, not at garbage collection
         if bar is not None:
-            bar.set_postfix(loss=f"{value:.4f}", rung=rung)
-            bar.update(1)
-        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            checkpoint(step + 1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     checkpoint(steps)
     return result
 
