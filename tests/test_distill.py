@@ -134,6 +134,36 @@ def test_distiller_on_a_tiny_llama_equals_the_whole_logit_loss(kind, tied, qat):
         _close(got[name].grad, p.grad, f"grad of {name}")
 
 
+@pytest.mark.parametrize("qat", [False, True], ids=["float", "qat-Q4_0"])
+def test_compiled_student_distils_like_eager_and_compiles_once(qat):
+    # torch.compile of the whole student: the head tap is one persistent hook, so steps after the first
+    # reuse the compiled graph (a hook made per call changed the guards and recompiled every step)
+    import torch._dynamo
+
+    teacher = tiny_llama(vocab=300, seed=1)
+    student = tiny_llama(vocab=300, seed=2)
+    if qat:
+        prepare(student, "Q4_0", pure=True)
+    eager = copy.deepcopy(student)
+    compiled = torch.compile(student)
+    distiller = Distiller(Objective("kl", chunk=5), teacher)
+    gen = torch.Generator().manual_seed(0)
+    torch._dynamo.reset()
+    frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for _ in range(3):
+        ids = torch.randint(0, 300, (2, 16), generator=gen)
+        got = distiller.loss(compiled, ids)
+        got.backward()
+        want = distiller.loss(eager, ids)
+        want.backward()
+        _close(got.detach(), want.detach(), "loss")
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - frames_before
+    assert 1 <= graphs <= 2, f"{graphs} graphs compiled for 3 identical steps"
+    grads = dict(student.named_parameters())
+    for name, p in eager.named_parameters():
+        _close(grads[name].grad, p.grad, f"grad of {name}")
+
+
 def test_ce_objective_equals_the_models_own_loss():
     model = tiny_llama(vocab=300)
     ids = torch.randint(0, 300, (3, 16), generator=torch.Generator().manual_seed(4))
