@@ -136,8 +136,8 @@ def test_distiller_on_a_tiny_llama_equals_the_whole_logit_loss(kind, tied, qat):
 
 @pytest.mark.parametrize("qat", [False, True], ids=["float", "qat-Q4_0"])
 def test_compiled_student_distils_like_eager_and_compiles_once(qat):
-    # torch.compile of the whole student: the head tap is one persistent hook, so steps after the first
-    # reuse the compiled graph (a hook made per call changed the guards and recompiled every step)
+    # torch.compile of the whole student (the head tap's hook included): the same loss and gradients as
+    # eager, and steps after the first reuse what the first compiled
     import torch._dynamo
 
     teacher = tiny_llama(vocab=300, seed=1)
@@ -149,7 +149,7 @@ def test_compiled_student_distils_like_eager_and_compiles_once(qat):
     distiller = Distiller(Objective("kl", chunk=5), teacher)
     gen = torch.Generator().manual_seed(0)
     torch._dynamo.reset()
-    frames_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    graphs = []
     for _ in range(3):
         ids = torch.randint(0, 300, (2, 16), generator=gen)
         got = distiller.loss(compiled, ids)
@@ -157,8 +157,9 @@ def test_compiled_student_distils_like_eager_and_compiles_once(qat):
         want = distiller.loss(eager, ids)
         want.backward()
         _close(got.detach(), want.detach(), "loss")
-    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - frames_before
-    assert 1 <= graphs <= 2, f"{graphs} graphs compiled for 3 identical steps"
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    assert graphs[0] > 0, "nothing was compiled"
+    assert graphs[1:] == [graphs[0]] * 2, f"graphs compiled after each step: {graphs} (recompiled)"
     grads = dict(student.named_parameters())
     for name, p in eager.named_parameters():
         _close(grads[name].grad, p.grad, f"grad of {name}")

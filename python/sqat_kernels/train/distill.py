@@ -86,47 +86,29 @@ def _forward_weight(head: nn.Linear) -> torch.Tensor:
     return hold() if hold is not None else head.weight
 
 
-class _HeadTap:
-    """A forward pre-hook that stays on an output head for the module's lifetime. While `armed` it records
-    the head's input and weight and shrinks the head's own matmul to zero positions; otherwise it does
-    nothing. One hook object and one record dict for every call, so a compiled model sees the same hooks
-    each time and is not recompiled at every step (a fresh hook per call would change its guards)."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.record: dict[str, torch.Tensor | None] = {}
-
-    def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
-        if not self.armed:
-            return None
-        hidden = args[0]
-        self.record["hidden"] = hidden
-        self.record["weight"] = _forward_weight(module)
-        self.record["bias"] = module.bias
-        return (hidden[..., :0, :], *args[1:])
-
-
 @contextmanager
 def tapped_head(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     """Within this context a forward of `model` records its final hidden states and output weight.
 
     The dict yielded gets "hidden" ([batch, seq, hidden]), "weight" ([vocab, hidden], the weight the head
     used, fake-quantized for a QAT head) and "bias" (or None) at each forward; the head's own matmul
-    runs on zero positions, so the model's logits come back as [batch, 0, vocab]. The first use leaves
-    an inert hook on the head (see _HeadTap); the dict is reused by the next use.
+    runs on zero positions, so the model's logits come back as [batch, 0, vocab].
     """
     head = output_head(model)
-    tap = getattr(head, "_sqat_head_tap", None)
-    if tap is None:
-        tap = _HeadTap()
-        head.register_forward_pre_hook(tap)
-        head._sqat_head_tap = tap
-    tap.record.clear()
-    tap.armed = True
+    tap: dict[str, torch.Tensor] = {}
+
+    def pre_hook(module: nn.Module, args: tuple) -> tuple:
+        hidden = args[0]
+        tap["hidden"] = hidden
+        tap["weight"] = _forward_weight(module)
+        tap["bias"] = module.bias
+        return (hidden[..., :0, :], *args[1:])
+
+    handle = head.register_forward_pre_hook(pre_hook)
     try:
-        yield tap.record
+        yield tap
     finally:
-        tap.armed = False
+        handle.remove()
 
 
 def next_token_labels(ids: torch.Tensor) -> torch.Tensor:
