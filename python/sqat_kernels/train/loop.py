@@ -63,8 +63,11 @@ class TrainResult:
 
 def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:  # an interrupted or failed write leaves the previous checkpoint and no half-written one
+        tmp.unlink(missing_ok=True)
 
 
 def _rng_state() -> dict:
@@ -220,5 +223,8 @@ def write_log(result: TrainResult, path: str | Path) -> None:
     """The per-step log as JSON (atomically)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_json()))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(result.to_json()))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
