@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -93,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
     teacher = None
     if objective.needs_teacher:
         # the float model as it is before QAT (its own copy: the student's weights change under it)
-        teacher = LlamaForCausalLM.from_pretrained(args.teacher or args.model, dtype=torch.float32)
+        teacher = (
+            copy.deepcopy(model)
+            if args.teacher is None
+            else LlamaForCausalLM.from_pretrained(args.teacher, dtype=torch.float32)
+        )
     try:
         data = TokenWindows.from_files(args.data, tokenizer, args.seq_len)
     except (ValueError, FileNotFoundError) as exc:

@@ -60,8 +60,7 @@ def _qat_settings(model: Any) -> dict[str, tuple[str, str, Any]]:
     for name, module in model.named_modules():
         trained_as = getattr(module, "trained_as", None)
         if trained_as is not None:
-            recipe_type, active, imatrix = trained_as
-            settings[f"{name}.weight"] = (recipe_type, active, imatrix)
+            settings[f"{name}.weight"] = tuple(trained_as)
     return settings
 
 

@@ -61,13 +61,19 @@ class TrainResult:
         return {"steps": self.steps, "losses": self.losses, "rungs": self.rungs}
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
+def _write_atomic(path: Path, write) -> None:
+    """write(tmp) then rename over `path`: an interrupted or failed write leaves the previous file and no
+    half-written one."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
-    finally:  # an interrupted or failed write leaves the previous checkpoint and no half-written one
+    finally:
         tmp.unlink(missing_ok=True)
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    _write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _rng_state() -> dict:
@@ -222,9 +228,4 @@ def train(
 def write_log(result: TrainResult, path: str | Path) -> None:
     """The per-step log as JSON (atomically)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(result.to_json()))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(result.to_json())))
