@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,8 +133,50 @@ def bench_format(
     return record
 
 
+def plot(payload: dict[str, Any], path: Path) -> None:
+    """Bar chart of the 1-thread speed ratio against libggml per format, one bar per CPU variant (auto and
+    each built variant) and one for all threads; log scale (needs matplotlib; else skipped with a note)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("# matplotlib is not importable: PNG plot skipped")
+        return
+    records = payload["results"]
+    threads = payload["config"]["threads"]
+    first = ["sqat_1t", f"sqat_{threads}t"]
+    keys = {k for r in records for k in r["speedup_vs_libggml_1t"] if not k.endswith("_burst")}
+    series = first + sorted(keys - {*first, "gguf_py"}) + (["gguf_py"] if "gguf_py" in keys else [])
+    fmts = [r["format"] for r in records]
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / len(series)
+    for i, key in enumerate(series):
+        ys = [r["speedup_vs_libggml_1t"].get(key, 0.0) for r in records]
+        label = {"sqat_1t": "sqat 1T (auto)", f"sqat_{threads}t": f"sqat {threads}T (auto)"}.get(
+            key, key.replace("sqat_", "").replace("_1t", " 1T").replace("gguf_py", "gguf-py")
+        )
+        ax.bar([k + i * width for k in range(len(fmts))], ys, width, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(fmts))], fmts)
+    ax.set_yscale("log")
+    ax.set_ylabel("speed / libggml 1 thread")
+    m = payload["machine"]
+    shape = payload["config"]["shape"]
+    ax.set_title(
+        f"quantize {shape[0]}x{shape[1]} float32, imatrix={'yes' if payload['config']['imatrix'] else 'no'}; "
+        f"{m['cpu_model']}, avx512f={m['cpu_flags']['avx512f']}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8, ncol=len(series))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run the benchmark, print the table and write JSON."""
+    """Parse arguments, run the benchmark, print the table and write JSON (and a PNG beside it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=1024, help="input is size x size float32 (default 1024)")
     p.add_argument("--formats", nargs="+", default=list(libggml.FORMATS), choices=libggml.FORMATS)
@@ -236,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": records,
     }
     print(f"wrote {write_json(args.out, payload)}")
+    plot(payload, Path(args.out).with_suffix(".png"))
     return 0 if all(r["bytes_match_libggml"] for r in records) else 1
 
 
