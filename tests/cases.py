@@ -16,6 +16,10 @@ Cases (rows are float32, C-contiguous):
 
 Importance matrices: ``imatrix_none``, ``imatrix_rand`` (positive, log-normal), ``imatrix_zeros`` (random with
 about a quarter of the entries 0, plus one whole 32-column piece of zeros).
+
+:func:`fp4_edges` adds rows aimed at the float 4-bit formats' scale rules (MXFP4's ``floor(log2f(amax))``
+just below powers of two, its wrap-around for tiny blocks, NVFP4's UE4M3 rounding, subnormal cap and
+saturation, magnitudes up to FLT_MAX) and at exact ties between E2M1 levels.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ import numpy as np
 
 __all__ = [
     "CASES",
+    "FP4_GROUP",
     "IMATRIX_KINDS",
     "SHAPE_DEFAULT",
     "SHAPE_SMOLLM",
     "Case",
     "all_cases",
     "cases_for",
+    "fp4_edges",
     "make_imatrix",
     "make_input",
     "rng_for",
@@ -215,3 +221,78 @@ def make_imatrix(kind: str, n_per_row: int) -> np.ndarray | None:
     else:
         raise ValueError(f"unknown imatrix kind {kind!r}; known: {IMATRIX_KINDS}")
     return np.ascontiguousarray(w, dtype=np.float32)
+
+
+#: Values per scale of the float 4-bit formats: MXFP4's block, NVFP4's sub-block.
+FP4_GROUP: dict[str, int] = {"MXFP4": 32, "NVFP4": 16}
+
+# Half-way points between neighbouring doubled E2M1 levels 0, 1, 2, 3, 4, 6, 8, 12 (in units of the scale).
+_FP4_MIDPOINTS = (0.5, 1.5, 2.5, 3.5, 5.0, 7.0, 10.0)
+
+
+def _ue4m3_values() -> list[float]:
+    """Every finite UE4M3 value (exponent bias 7, three mantissa bits, subnormals at exponent 0)."""
+    vals = {m * 2.0**-9 for m in range(1, 8)}
+    vals |= {(1 + m / 8) * 2.0 ** (e - 7) for e in range(1, 16) for m in range(8)}
+    return sorted(vals)
+
+
+def _fp4_group_maxima(fmt: str) -> np.ndarray:
+    """Largest magnitudes of the groups of :func:`fp4_edges`, float32, positive and finite."""
+    f32 = np.float32
+    big = float(np.finfo(f32).max)
+    amax: list[float] = []
+    if fmt == "MXFP4":
+        for k in range(-149, 128):
+            p = f32(2.0**k)
+            # just below a power of two, log2f rounds up to the next integer (for |k| >= 3)
+            amax += [p, np.nextafter(p, f32(0)), np.nextafter(p, f32(np.inf)), p * f32(1.75)]
+        amax += [big, np.nextafter(f32(big), f32(0)), 2.0**127 * 1.9]
+    else:
+        vals = _ue4m3_values()
+        mids = [(a + b) / 2 for a, b in zip(vals[:-1], vals[1:], strict=True)]
+        # scale targets: every UE4M3 value and rounding boundary, the subnormal cap (7.5 * 2^-9), the jump
+        # past 240, saturation at 448 and beyond
+        targets = vals + mids + [2.0**-11, 2.0**-10, 7.5 * 2.0**-9, 244.0, 248.0, 252.0, 500.0, 1e4]
+        for v in targets:
+            t = f32(v) * f32(6.0)
+            amax += [t, np.nextafter(t, f32(0)), np.nextafter(t, f32(np.inf))]
+        amax += [2.0**31, 2.0**36, 2.0**40, 1e20, big]  # saturated scale, differences that round away
+    out = np.array(amax, dtype=f32)
+    return out[np.isfinite(out) & (out > 0)]
+
+
+def fp4_edges(fmt: str, n_per_row: int = 512) -> np.ndarray:
+    """Rows of scale groups aimed at one float 4-bit format's rounding rules (``"MXFP4"`` or ``"NVFP4"``).
+
+    Each group (32 values for MXFP4, 16 for NVFP4) has one of :func:`_fp4_group_maxima` as its largest
+    magnitude (random sign and place), values exactly half-way between two levels of the scales the group
+    may get (MXFP4: ``2**j`` around ``amax``'s exponent; NVFP4: half of ``amax / 6``, and 224), and random
+    values below ``amax``. Deterministic.
+
+    Returns:
+        float32 ``[nrows, n_per_row]``, C-contiguous (the last groups are repeated to fill the last row).
+    """
+    group = FP4_GROUP[fmt]
+    rng = rng_for("fp4_edges", fmt)
+    f32 = np.float32
+    groups = []
+    for a in _fp4_group_maxima(fmt):
+        if fmt == "MXFP4":
+            e = int(np.floor(np.log2(float(a))))
+            scales = [2.0**j for j in (e - 4, e - 3, e - 2)]
+        else:
+            scales = [float(a) / 12.0, 224.0]
+        ties = [m * s * rng.choice([-1.0, 1.0]) for s in scales for m in _FP4_MIDPOINTS]
+        g = (rng.uniform(-1.0, 1.0, group) * float(a)).astype(f32)
+        ties_f = np.array(ties, dtype=np.float64)
+        ties_f = ties_f[np.isfinite(ties_f) & (np.abs(ties_f) <= float(a))].astype(f32)
+        k = min(group - 1, ties_f.size)
+        g[:k] = rng.permutation(ties_f)[:k]
+        g = rng.permutation(g)
+        g[rng.integers(group)] = a * f32(rng.choice([-1.0, 1.0]))
+        groups.append(g)
+    x = np.concatenate(groups)
+    nrows = -(-x.size // n_per_row)
+    x = np.resize(x, nrows * n_per_row)  # repeats from the start to fill the last row
+    return np.ascontiguousarray(x.reshape(nrows, n_per_row), dtype=np.float32)

@@ -47,6 +47,8 @@ FORMATS: tuple[str, ...] = (
     "Q6_K",
     "IQ4_NL",
     "IQ4_XS",
+    "MXFP4",
+    "NVFP4",
     "F16",
     "BF16",
 )

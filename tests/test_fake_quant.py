@@ -119,10 +119,16 @@ def test_nan_weight_is_refused() -> None:
 
 @pytest.mark.parametrize(("qtype", "n", "fallback"), [("Q4_K", 576, "Q5_0"), ("Q5_K", 960, "Q5_1"),
                                                       ("Q6_K", 576, "Q8_0"), ("IQ4_XS", 576, "IQ4_NL"),
-                                                      ("Q8_0", 100, "F16")])
+                                                      ("Q8_0", 100, "F16"), ("MXFP4", 100, "F16")])
 def test_row_length_error_names_llama_fallback(qtype: str, n: int, fallback: str) -> None:
     with pytest.raises(ValueError, match=rf"not a multiple of .*would store such a tensor as {fallback}"):
         sk.fake_quant(torch.zeros(2, n), qtype)
+
+
+@pytest.mark.parametrize("n", [32, 100])
+def test_row_length_error_nvfp4_has_no_llama_fallback(n: int) -> None:
+    with pytest.raises(ValueError, match=r"not a multiple of 64.*no fallback for NVFP4"):
+        sk.fake_quant(torch.zeros(2, n), "NVFP4")
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.uint8, torch.float64])
@@ -156,6 +162,7 @@ def _set_codes(qtype: str, block: np.ndarray, code: int) -> None:
         "Q5_0": [(2, 6, hi), (6, 22, nib)], "Q5_1": [(4, 8, hi), (8, 24, nib)], "Q4_K": [(16, 144, nib)],
         "Q5_K": [(16, 48, hi), (48, 176, nib)], "IQ4_XS": [(8, 136, nib)],
         "Q6_K": [(0, 128, nib), (128, 192, 0x55 * ((code >> 4) & 3))],
+        "MXFP4": [(1, 17, nib)], "NVFP4": [(4, 36, nib)],
     }[qtype]
     for a, b, v in fields:
         block[..., a:b] = v
@@ -166,8 +173,10 @@ def reference_clipped_grad(x: np.ndarray, qtype: str, grad: np.ndarray) -> np.nd
     packed = sk.quantize(x, qtype).reshape(-1, fmt.type_size)
     lo_code, hi_code = {"Q8_0": (-128, 127), "Q5_0": (0, 31), "Q5_1": (0, 31), "Q5_K": (0, 31),
                         "Q6_K": (0, 63)}.get(qtype, (0, 15))
+    # lowest value, next one up, highest, next one down; E2M1 codes are sign + magnitude: -6, -4, +6, +4
+    probes = (15, 14, 7, 6) if qtype in ("MXFP4", "NVFP4") else (lo_code, lo_code + 1, hi_code, hi_code - 1)
     vals = []
-    for code in (lo_code, lo_code + 1, hi_code, hi_code - 1):
+    for code in probes:
         probe = packed.copy()
         _set_codes(qtype, probe, code)
         vals.append(sk.dequantize(probe, qtype, x.shape))
@@ -197,7 +206,7 @@ def test_clipped_grad_matches_reference(qtype: str) -> None:
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "IQ4_XS", "Q4_K"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "IQ4_XS", "Q4_K", "MXFP4"])
 def test_clipped_ste_zeroes_some_gradients(qtype: str) -> None:
     x = heavy_weights((16, 512), seed=13)
     mask = _C.clipped_grad(x, sk.get_format(qtype).type_id, None, np.ones_like(x), 1)

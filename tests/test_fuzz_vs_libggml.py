@@ -52,10 +52,13 @@ _elements = st.one_of(_any_float, _tiny_float, st.sampled_from([0.0, -0.0, 1.0, 
 
 @st.composite
 def _shapes(draw: st.DrawFn, block_size: int) -> tuple[int, int]:
-    """(nrows, n_per_row): 1..3 rows of 1..2 super-blocks (256-formats) or 1..8 blocks of 32."""
+    """(nrows, n_per_row): 1..3 rows of 1..2 super-blocks (256-formats), 1..4 blocks of 64 (NVFP4) or 1..8
+    blocks of 32."""
     nrows = draw(st.integers(1, 3))
     if block_size == 256:
         n = 256 * draw(st.integers(1, 2))
+    elif block_size == 64:
+        n = 64 * draw(st.integers(1, 4))
     else:
         n = 32 * draw(st.integers(1, 8))
     return nrows, n

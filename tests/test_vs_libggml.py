@@ -7,8 +7,9 @@ For every format × case × importance matrix (ids like ``Q4_K-randn-imatrix_zer
 * ``sqat_kernels.dequantize`` / ``reference.dequantize`` of libggml's bytes == libggml's ``dequantize_row_*``,
   compared bitwise (uint32 views: -0.0 vs 0.0 and NaN payloads count).
 
-Plus: thread counts, odd shapes (one row, empty, leading batch dims), dequantization of random bytes, and
-F16/BF16 conversion of special values (subnormals, overflow, rounding ties) and of every 16-bit pattern.
+Plus: thread counts, odd shapes (one row, empty, leading batch dims), dequantization of random bytes,
+F16/BF16 conversion of special values (subnormals, overflow, rounding ties) and of every 16-bit pattern,
+and for MXFP4/NVFP4 the scale-rule edges of ``cases.fp4_edges`` and every scale byte with every code.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from cases import IMATRIX_KINDS, Case, cases_for, make_imatrix, rng_for
+from cases import FP4_GROUP, IMATRIX_KINDS, Case, cases_for, fp4_edges, make_imatrix, rng_for
 from libggml import FORMATS, LibGGML, block_info, load
 from report import assert_bitwise_equal, assert_blocks_equal
 
@@ -275,4 +276,65 @@ def test_float_formats_special_values(
         dequantize=_ggml_dequantizer(fmt),
         x=x,
         what=f"{impl} quantize special values:",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MXFP4 / NVFP4: scale rules and every scale byte
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+@pytest.mark.parametrize("fmt", list(FP4_GROUP))
+def test_fp4_scale_edges(request: pytest.FixtureRequest, ggml: LibGGML, fmt: str, impl: str) -> None:
+    """Groups whose maxima sit on the scale rules' edges (log2f just below powers of two, UE4M3 rounding,
+    saturation, tiny and FLT_MAX-sized blocks) and values on exact level ties give libggml's bytes, and decode
+    to libggml's values."""
+    x = fp4_edges(fmt)
+    expected = ggml.quantize(x, fmt)
+    mod = request.getfixturevalue("sqat" if impl == "native" else "sqat_reference")
+    got = np.asarray(mod.quantize(x, fmt))
+    assert_blocks_equal(
+        expected,
+        got,
+        fmt,
+        block_info(fmt),
+        dequantize=_ggml_dequantizer(fmt),
+        x=x,
+        what=f"{impl} quantize fp4 edges vs libggml:",
+    )
+    decoded = mod.dequantize(expected, fmt, x.shape) if impl == "native" else mod.dequantize(expected, fmt)
+    assert_bitwise_equal(
+        ggml.dequantize(expected, fmt),
+        np.asarray(decoded),
+        fmt,
+        block_info(fmt)[0],
+        what=f"{impl} dequantize fp4 edges:",
+    )
+
+
+def _every_fp4_scale_byte(fmt: str) -> np.ndarray:
+    """Blocks with each scale byte 0..255 (in every scale field), all 16 codes: uint8 [64, 4 * type_size]."""
+    _, type_size = block_info(fmt)
+    nscales = 1 if fmt == "MXFP4" else 4
+    blocks = np.zeros((256, type_size), dtype=np.uint8)
+    blocks[:, :nscales] = np.arange(256, dtype=np.uint8)[:, None]
+    codes = np.arange(type_size - nscales, dtype=np.uint8) % 16
+    blocks[:, nscales:] = codes | (((codes + 5) % 16) << 4)
+    return blocks.reshape(64, 4 * type_size)
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+@pytest.mark.parametrize("fmt", list(FP4_GROUP))
+def test_fp4_dequantize_every_scale_byte(
+    request: pytest.FixtureRequest, ggml: LibGGML, fmt: str, impl: str
+) -> None:
+    """Every E8M0 / UE4M3 byte (0x7F, 0xFF, overflow to inf included) times every code decodes as in ggml."""
+    data = _every_fp4_scale_byte(fmt)
+    expected = ggml.dequantize(data, fmt)
+    if impl == "native":
+        got = request.getfixturevalue("sqat").dequantize(data, fmt, expected.shape)
+    else:
+        got = request.getfixturevalue("sqat_reference").dequantize(data, fmt)
+    assert_bitwise_equal(
+        expected, np.asarray(got), fmt, block_info(fmt)[0], what=f"{impl} dequantize scale bytes:"
     )

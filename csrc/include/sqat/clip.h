@@ -26,6 +26,19 @@ SQAT_HD CodeRange code_range(int type) {
     }
 }
 
+// The codes of the lowest value, the next one up, the highest value and the next one down.  For the
+// integer formats the codes are ordered like their values; MXFP4/NVFP4 codes are sign + magnitude, so
+// their extremes are -6 (code 15), -4 (14), +6 (7) and +4 (6) in E2M1 terms.
+struct ProbeCodes {
+    int code[4];
+};
+
+SQAT_HD ProbeCodes probe_codes(int type) {
+    if (type == kMXFP4 || type == kNVFP4) return {{15, 14, 7, 6}};
+    const CodeRange c = code_range(type);
+    return {{c.lo, c.lo + 1, c.hi, c.hi - 1}};
+}
+
 // Writes `code` as the code of every value of a packed block, leaving scales and mins untouched.
 SQAT_HD void set_all_codes(int type, uint8_t* y, int code) {
     const uint8_t nib = (uint8_t)((code & 15) | ((code & 15) << 4));
@@ -64,6 +77,12 @@ SQAT_HD void set_all_codes(int type, uint8_t* y, int code) {
         case kIQ4_XS:
             for (int j = 0; j < 128; ++j) y[8 + j] = nib;
             break;
+        case kMXFP4:
+            for (int j = 0; j < 16; ++j) y[1 + j] = nib;
+            break;
+        case kNVFP4:
+            for (int j = 0; j < 32; ++j) y[4 + j] = nib;
+            break;
         default: break;
     }
 }
@@ -82,14 +101,13 @@ SQAT_HD void clipped_grad_block(int type, const float* x, const float* qw, float
     }
     uint8_t packed[kMaxTypeSize], probe[kMaxTypeSize];
     quantize_block(type, x, qw, row_sigma2, packed);
-    const CodeRange c = code_range(type);
+    const ProbeCodes codes = probe_codes(type);
     // Values at the lowest two and highest two codes, per position (sub-block scales differ).
     float v_lo[QK_K], v_lo1[QK_K], v_hi[QK_K], v_hi1[QK_K];
-    const int codes[4] = {c.lo, c.lo + 1, c.hi, c.hi - 1};
     float* outs[4] = {v_lo, v_lo1, v_hi, v_hi1};
     for (int k = 0; k < 4; ++k) {
         for (int b = 0; b < g.type_size; ++b) probe[b] = packed[b];
-        set_all_codes(type, probe, codes[k]);
+        set_all_codes(type, probe, codes.code[k]);
         dequantize_block(type, probe, outs[k]);
     }
     for (int i = 0; i < g.block_size; ++i) {

@@ -7,6 +7,7 @@
 #include "sqat/legacy.h"
 #include "sqat/iq4.h"
 #include "sqat/kquants.h"
+#include "sqat/fp4.h"
 
 namespace sqat {
 
@@ -34,6 +35,8 @@ SQAT_HD Geometry geometry(int type) {
         case kQ5_K: return {256, 176};
         case kQ6_K: return {256, 210};
         case kIQ4_XS: return {256, 136};
+        case kMXFP4: return {32, 17};
+        case kNVFP4: return {64, 36};
         default: return {0, 0};
     }
 }
@@ -59,6 +62,8 @@ SQAT_HD void quantize_block(int type, const float* x, const float* qw, float row
         case kQ5_K: quantize_block_q5_K(x, qw, row_sigma2, y); break;
         case kQ6_K: quantize_block_q6_K(x, qw, row_sigma2, y); break;
         case kIQ4_XS: quantize_block_iq4_xs(x, qw, row_sigma2, y); break;
+        case kMXFP4: quantize_block_mxfp4(x, qw, row_sigma2, y); break;
+        case kNVFP4: quantize_block_nvfp4(x, qw, row_sigma2, y); break;
         default: break;
     }
 }
@@ -106,6 +111,8 @@ SQAT_HD void dequantize_block(int type, const uint8_t* y, float* x) {
         case kQ5_K: dequantize_block_q5_K(y, x); break;
         case kQ6_K: dequantize_block_q6_K(y, x); break;
         case kIQ4_XS: dequantize_block_iq4_xs(y, x); break;
+        case kMXFP4: dequantize_block_mxfp4(y, x); break;
+        case kNVFP4: dequantize_block_nvfp4(y, x); break;
         default: break;
     }
 }

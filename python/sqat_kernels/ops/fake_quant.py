@@ -33,7 +33,10 @@ _LLAMA_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "IQ4_XS": "IQ
 def _row_length_error(fmt: QuantFormat, n: int) -> ValueError:
     fallback = _LLAMA_FALLBACK.get(fmt.name)
     hint = ""
-    if fallback is not None and n % get_format(fallback).block_size == 0:
+    if fmt.name == "NVFP4":
+        # llama-quantize's tensor_type_fallback has no entry for this 64-value type: it raises instead.
+        hint = "; llama-quantize has no fallback for NVFP4 and refuses such a tensor"
+    elif fallback is not None and n % get_format(fallback).block_size == 0:
         hint = f"; llama-quantize would store such a tensor as {fallback}"
     elif n % 32 != 0:
         hint = "; llama-quantize would store such a tensor as F16"

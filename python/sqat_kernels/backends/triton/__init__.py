@@ -21,6 +21,7 @@ _MODULE_OF = {
     "Q8_0": "legacy", "Q4_0": "legacy", "Q4_1": "legacy", "Q5_0": "legacy", "Q5_1": "legacy",
     "IQ4_NL": "legacy",
     "Q4_K": "kquants", "Q5_K": "kquants", "Q6_K": "kquants", "IQ4_XS": "kquants",
+    "MXFP4": "fp4", "NVFP4": "fp4",
 }
 
 
