@@ -17,7 +17,9 @@ Cases (rows are float32, C-contiguous):
 Importance matrices: ``imatrix_none``, ``imatrix_rand`` (positive, log-normal), ``imatrix_zeros`` (random with
 about a quarter of the entries 0, plus one whole 32-column piece of zeros).
 
-:func:`fp4_edges` adds rows aimed at the float 4-bit formats' scale rules (MXFP4's ``floor(log2f(amax))``
+:func:`ternary_edges` adds rows aimed at TQ1_0/TQ2_0's rounding (halves of the block maximum, a reciprocal
+of the maximum that overflows, an fp16 scale that overflows). :func:`fp4_edges` adds rows aimed at the float
+4-bit formats' scale rules (MXFP4's ``floor(log2f(amax))``
 just below powers of two, its wrap-around for tiny blocks, NVFP4's UE4M3 rounding, subnormal cap and
 saturation, magnitudes up to FLT_MAX) and at exact ties between E2M1 levels.
 """
@@ -43,6 +45,7 @@ __all__ = [
     "make_imatrix",
     "make_input",
     "rng_for",
+    "ternary_edges",
 ]
 
 #: Default shape: a few rows, row length a multiple of 256 so every format applies.
@@ -295,4 +298,53 @@ def fp4_edges(fmt: str, n_per_row: int = 512) -> np.ndarray:
     x = np.concatenate(groups)
     nrows = -(-x.size // n_per_row)
     x = np.resize(x, nrows * n_per_row)  # repeats from the start to fill the last row
+    return np.ascontiguousarray(x.reshape(nrows, n_per_row), dtype=np.float32)
+
+
+def _ternary_block_maxima() -> list[float]:
+    """Largest magnitudes of the blocks of :func:`ternary_edges` (float32 values, positive)."""
+    f32 = np.float32
+    out: list[float] = []
+    # 1/amax overflows below 2**-128 (x * id is then inf, or NaN for x == 0); around that edge
+    for k in (-149, -140, -130, -129, -128, -127, -126):
+        p = f32(2.0**k)
+        out += [float(p), float(np.nextafter(p, f32(np.inf)))]
+    out += [float(np.nextafter(f32(2.0**-128), f32(0)))]
+    # ordinary scales, powers of two (exact halves) and ones whose reciprocal rounds
+    out += [1.0, 3.0, 0.1, 0.02, 7.0, 2.0**-20]
+    # maxima whose rounded reciprocal puts amax/2 just below 0.5 (1.7294966), or the float below amax/2 at
+    # 0.5 (1.863179)
+    out += [1.7294966, 1.863179]
+    # the fp16 scale: largest finite (65504), the rounding edge to inf (65520), beyond, near FLT_MAX
+    out += [65504.0, 65519.996, 65520.0, 1e6, 1e30, float(np.finfo(f32).max)]
+    return out
+
+
+def ternary_edges(n_per_row: int = 512) -> np.ndarray:
+    """Rows of 256-value blocks aimed at the ternary formats' rules (TQ1_0, TQ2_0).
+
+    Each block has one of :func:`_ternary_block_maxima` as its largest magnitude (random place and sign),
+    values at and one float step around the rounding points ``±amax/2`` (``lroundf`` rounds halves away
+    from zero, and ``x * (1/amax)`` may land a hair off 0.5), zeros of both signs, and random values below
+    ``amax``. Deterministic.
+
+    Returns:
+        float32 ``[nrows, n_per_row]``, C-contiguous (the last blocks are repeated to fill the last row).
+    """
+    f32 = np.float32
+    rng = rng_for("ternary_edges")
+    blocks = []
+    for a in _ternary_block_maxima():
+        amax = f32(a)
+        half = f32(amax / f32(2.0))
+        special = [half, -half, np.nextafter(half, f32(0)), -np.nextafter(half, f32(0)),
+                   np.nextafter(half, f32(np.inf)), -np.nextafter(half, f32(np.inf)), f32(0.0), f32(-0.0)]
+        b = (rng.uniform(-1.0, 1.0, 256) * float(amax)).astype(f32)
+        b[: len(special)] = np.array(special, dtype=f32)
+        b = rng.permutation(b)
+        b[rng.integers(256)] = amax * f32(rng.choice([-1.0, 1.0]))
+        blocks.append(b)
+    x = np.concatenate(blocks)
+    nrows = -(-x.size // n_per_row)
+    x = np.resize(x, nrows * n_per_row)
     return np.ascontiguousarray(x.reshape(nrows, n_per_row), dtype=np.float32)

@@ -42,6 +42,8 @@ FORMATS: tuple[str, ...] = (
     "Q4_1",
     "Q5_0",
     "Q5_1",
+    "Q2_K",
+    "Q3_K",
     "Q4_K",
     "Q5_K",
     "Q6_K",
@@ -49,6 +51,8 @@ FORMATS: tuple[str, ...] = (
     "IQ4_XS",
     "MXFP4",
     "NVFP4",
+    "TQ1_0",
+    "TQ2_0",
     "F16",
     "BF16",
 )

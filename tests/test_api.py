@@ -162,7 +162,7 @@ def test_zero_dim_input() -> None:
         sk.quantize(np.float32(1.0), "Q8_0")
 
 
-@pytest.mark.parametrize("qtype", ["Q2_K", "IQ2_XXS", "nope"])
+@pytest.mark.parametrize("qtype", ["IQ3_S", "IQ2_XXS", "nope"])
 def test_unsupported_type(qtype: str) -> None:
     with pytest.raises(ValueError, match=r"unsupported quantization type"):
         sk.quantize(rows(1, 256), qtype)

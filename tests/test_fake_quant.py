@@ -119,7 +119,9 @@ def test_nan_weight_is_refused() -> None:
 
 @pytest.mark.parametrize(("qtype", "n", "fallback"), [("Q4_K", 576, "Q5_0"), ("Q5_K", 960, "Q5_1"),
                                                       ("Q6_K", 576, "Q8_0"), ("IQ4_XS", 576, "IQ4_NL"),
-                                                      ("Q8_0", 100, "F16"), ("MXFP4", 100, "F16")])
+                                                      ("Q8_0", 100, "F16"), ("MXFP4", 100, "F16"),
+                                                      ("Q2_K", 576, "Q4_0"), ("Q3_K", 960, "Q4_0"),
+                                                      ("TQ1_0", 576, "Q4_0"), ("TQ2_0", 100, "F16")])
 def test_row_length_error_names_llama_fallback(qtype: str, n: int, fallback: str) -> None:
     with pytest.raises(ValueError, match=rf"not a multiple of .*would store such a tensor as {fallback}"):
         sk.fake_quant(torch.zeros(2, n), qtype)
@@ -139,7 +141,7 @@ def test_bad_dtype(dtype: torch.dtype) -> None:
 
 def test_bad_qtype_lists_valid_names() -> None:
     with pytest.raises(ValueError, match=r"supported: .*Q4_K"):
-        sk.fake_quant(torch.zeros(2, 256), "Q3_K")
+        sk.fake_quant(torch.zeros(2, 256), "IQ3_S")
 
 
 def test_unknown_ste_and_backend() -> None:
@@ -163,6 +165,11 @@ def _set_codes(qtype: str, block: np.ndarray, code: int) -> None:
         "Q5_K": [(16, 48, hi), (48, 176, nib)], "IQ4_XS": [(8, 136, nib)],
         "Q6_K": [(0, 128, nib), (128, 192, 0x55 * ((code >> 4) & 3))],
         "MXFP4": [(1, 17, nib)], "NVFP4": [(4, 36, nib)],
+        # 2-bit fields: the code in every pair of bits; Q3_K's third bit in hmask
+        "Q2_K": [(16, 80, 0x55 * (code & 3))], "TQ2_0": [(0, 64, 0x55 * (code & 3))],
+        "Q3_K": [(0, 32, 0xFF if code & 4 else 0), (32, 96, 0x55 * (code & 3))],
+        # five equal trits per byte as ceil(q * 256 / 243); a qh byte holds four, one trit up
+        "TQ1_0": [(0, 48, (121 * code * 256 + 242) // 243), (48, 52, (120 * code * 256 + 242) // 243)],
     }[qtype]
     for a, b, v in fields:
         block[..., a:b] = v
@@ -172,7 +179,8 @@ def reference_clipped_grad(x: np.ndarray, qtype: str, grad: np.ndarray) -> np.nd
     fmt = sk.get_format(qtype)
     packed = sk.quantize(x, qtype).reshape(-1, fmt.type_size)
     lo_code, hi_code = {"Q8_0": (-128, 127), "Q5_0": (0, 31), "Q5_1": (0, 31), "Q5_K": (0, 31),
-                        "Q6_K": (0, 63)}.get(qtype, (0, 15))
+                        "Q6_K": (0, 63), "Q3_K": (0, 7), "Q2_K": (0, 3), "TQ1_0": (0, 2),
+                        "TQ2_0": (0, 2)}.get(qtype, (0, 15))
     # lowest value, next one up, highest, next one down; E2M1 codes are sign + magnitude: -6, -4, +6, +4
     probes = (15, 14, 7, 6) if qtype in ("MXFP4", "NVFP4") else (lo_code, lo_code + 1, hi_code, hi_code - 1)
     vals = []
@@ -206,7 +214,7 @@ def test_clipped_grad_matches_reference(qtype: str) -> None:
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "IQ4_XS", "Q4_K", "MXFP4"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q5_0", "IQ4_XS", "Q4_K", "MXFP4", "Q3_K", "Q2_K"])
 def test_clipped_ste_zeroes_some_gradients(qtype: str) -> None:
     x = heavy_weights((16, 512), seed=13)
     mask = _C.clipped_grad(x, sk.get_format(qtype).type_id, None, np.ones_like(x), 1)

@@ -9,7 +9,8 @@ For every format × case × importance matrix (ids like ``Q4_K-randn-imatrix_zer
 
 Plus: thread counts, odd shapes (one row, empty, leading batch dims), dequantization of random bytes,
 F16/BF16 conversion of special values (subnormals, overflow, rounding ties) and of every 16-bit pattern,
-and for MXFP4/NVFP4 the scale-rule edges of ``cases.fp4_edges`` and every scale byte with every code.
+for MXFP4/NVFP4 the scale-rule edges of ``cases.fp4_edges`` and every scale byte with every code, and for
+TQ1_0/TQ2_0 the rounding edges of ``cases.ternary_edges`` and every byte of TQ1_0's base-3 packing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from cases import FP4_GROUP, IMATRIX_KINDS, Case, cases_for, fp4_edges, make_imatrix, rng_for
+from cases import FP4_GROUP, IMATRIX_KINDS, Case, cases_for, fp4_edges, make_imatrix, rng_for, ternary_edges
 from libggml import FORMATS, LibGGML, block_info, load
 from report import assert_bitwise_equal, assert_blocks_equal
 
@@ -338,3 +339,51 @@ def test_fp4_dequantize_every_scale_byte(
     assert_bitwise_equal(
         expected, np.asarray(got), fmt, block_info(fmt)[0], what=f"{impl} dequantize scale bytes:"
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TQ1_0 / TQ2_0: rounding edges and every packed byte
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+@pytest.mark.parametrize("fmt", ["TQ1_0", "TQ2_0"])
+def test_ternary_edges(request: pytest.FixtureRequest, ggml: LibGGML, fmt: str, impl: str) -> None:
+    """Blocks with values at and around ±amax/2, block maxima whose reciprocal overflows (inf/NaN products)
+    or whose fp16 scale overflows, give libggml's bytes and decode to libggml's values."""
+    x = ternary_edges()
+    expected = ggml.quantize(x, fmt)
+    mod = request.getfixturevalue("sqat" if impl == "native" else "sqat_reference")
+    got = np.asarray(mod.quantize(x, fmt))
+    assert_blocks_equal(
+        expected,
+        got,
+        fmt,
+        block_info(fmt),
+        dequantize=_ggml_dequantizer(fmt),
+        x=x,
+        what=f"{impl} quantize ternary edges vs libggml:",
+    )
+    decoded = mod.dequantize(expected, fmt, x.shape) if impl == "native" else mod.dequantize(expected, fmt)
+    assert_bitwise_equal(
+        ggml.dequantize(expected, fmt),
+        np.asarray(decoded),
+        fmt,
+        block_info(fmt)[0],
+        what=f"{impl} dequantize ternary edges:",
+    )
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+def test_tq1_0_dequantize_every_byte(request: pytest.FixtureRequest, ggml: LibGGML, impl: str) -> None:
+    """Every value 0..255 in every qs and qh byte (243..255 are never written: their trits wrap) decodes as in
+    ggml, with a finite, an infinite and a zero fp16 scale."""
+    blocks = np.zeros((3 * 256, 54), dtype=np.uint8)
+    blocks[:, :52] = (np.arange(3 * 256)[:, None] + np.arange(52)[None, :]) % 256
+    blocks[:, 52:54] = np.repeat(np.array([[0x00, 0x3C], [0x00, 0x7C], [0x00, 0x00]], np.uint8), 256, axis=0)
+    data = blocks.reshape(48, 16 * 54)
+    expected = ggml.dequantize(data, "TQ1_0")
+    if impl == "native":
+        got = request.getfixturevalue("sqat").dequantize(data, "TQ1_0", expected.shape)
+    else:
+        got = request.getfixturevalue("sqat_reference").dequantize(data, "TQ1_0")
+    assert_bitwise_equal(expected, np.asarray(got), "TQ1_0", 256, what=f"{impl} dequantize every byte:")

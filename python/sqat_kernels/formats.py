@@ -14,8 +14,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 SUPPORTED_TYPES: tuple[str, ...] = (
     "F32", "F16", "BF16",
     "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL",
-    "Q4_K", "Q5_K", "Q6_K", "IQ4_XS",
+    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS",
     "MXFP4", "NVFP4",
+    "TQ1_0", "TQ2_0",
 )
 
 

@@ -22,6 +22,9 @@ SQAT_HD CodeRange code_range(int type) {
         case kQ8_0: return {-128, 127};
         case kQ5_0: case kQ5_1: case kQ5_K: return {0, 31};
         case kQ6_K: return {0, 63};
+        case kQ3_K: return {0, 7};               // level + 4, the third bit from hmask
+        case kQ2_K: return {0, 3};
+        case kTQ1_0: case kTQ2_0: return {0, 2};  // trit + 1 (TQ2_0's code 3 is never written)
         default: return {0, 15};  // 4-bit codes: Q4_0, Q4_1, IQ4_NL, Q4_K, IQ4_XS
     }
 }
@@ -77,6 +80,22 @@ SQAT_HD void set_all_codes(int type, uint8_t* y, int code) {
         case kIQ4_XS:
             for (int j = 0; j < 128; ++j) y[8 + j] = nib;
             break;
+        case kQ2_K:
+            for (int j = 0; j < 64; ++j) y[16 + j] = (uint8_t)(0x55 * (code & 3));
+            break;
+        case kQ3_K:
+            for (int j = 0; j < 32; ++j) y[j] = (code & 4) ? 0xffu : 0x00u;
+            for (int j = 0; j < 64; ++j) y[32 + j] = (uint8_t)(0x55 * (code & 3));
+            break;
+        case kTQ2_0:
+            for (int j = 0; j < 64; ++j) y[j] = (uint8_t)(0x55 * (code & 3));
+            break;
+        case kTQ1_0: {
+            // five equal trits c: c * (81 + 27 + 9 + 3 + 1); the four of a qh byte sit one trit up
+            for (int j = 0; j < 48; ++j) y[j] = (uint8_t)((121 * code * 256 + 242) / 243);
+            for (int j = 0; j < 4; ++j) y[48 + j] = (uint8_t)((120 * code * 256 + 242) / 243);
+            break;
+        }
         case kMXFP4:
             for (int j = 0; j < 16; ++j) y[1 + j] = nib;
             break;

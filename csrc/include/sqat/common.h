@@ -39,7 +39,8 @@ namespace sqat {
 // Format ids: the numbers of ggml's `enum ggml_type` (= gguf.GGMLQuantizationType).
 enum TypeId : int {
     kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8,
-    kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kIQ4_NL = 20, kIQ4_XS = 23, kBF16 = 30, kMXFP4 = 39, kNVFP4 = 40,
+    kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kIQ4_NL = 20, kIQ4_XS = 23, kBF16 = 30,
+    kTQ1_0 = 34, kTQ2_0 = 35, kMXFP4 = 39, kNVFP4 = 40,
 };
 
 constexpr int QK_K = 256;        // K-quant / IQ4_XS super-block

@@ -8,6 +8,8 @@
 #include "sqat/iq4.h"
 #include "sqat/kquants.h"
 #include "sqat/fp4.h"
+#include "sqat/kquants_lowbit.h"
+#include "sqat/ternary.h"
 
 namespace sqat {
 
@@ -35,6 +37,10 @@ SQAT_HD Geometry geometry(int type) {
         case kQ5_K: return {256, 176};
         case kQ6_K: return {256, 210};
         case kIQ4_XS: return {256, 136};
+        case kQ2_K: return {256, 84};
+        case kQ3_K: return {256, 110};
+        case kTQ1_0: return {256, 54};
+        case kTQ2_0: return {256, 66};
         case kMXFP4: return {32, 17};
         case kNVFP4: return {64, 36};
         default: return {0, 0};
@@ -62,6 +68,10 @@ SQAT_HD void quantize_block(int type, const float* x, const float* qw, float row
         case kQ5_K: quantize_block_q5_K(x, qw, row_sigma2, y); break;
         case kQ6_K: quantize_block_q6_K(x, qw, row_sigma2, y); break;
         case kIQ4_XS: quantize_block_iq4_xs(x, qw, row_sigma2, y); break;
+        case kQ2_K: quantize_block_q2_K(x, qw, row_sigma2, y); break;
+        case kQ3_K: quantize_block_q3_K(x, qw, row_sigma2, y); break;
+        case kTQ1_0: quantize_block_tq1_0(x, qw, row_sigma2, y); break;
+        case kTQ2_0: quantize_block_tq2_0(x, qw, row_sigma2, y); break;
         case kMXFP4: quantize_block_mxfp4(x, qw, row_sigma2, y); break;
         case kNVFP4: quantize_block_nvfp4(x, qw, row_sigma2, y); break;
         default: break;
@@ -70,10 +80,11 @@ SQAT_HD void quantize_block(int type, const float* x, const float* qw, float row
 
 // Blocks per call of the grouped no-imatrix path (quantize_blocks<block_group(type)>), 1 for the types
 // without one: eight legacy 32-value blocks (eight lanes, one AVX2 vector of floats for the per-block
-// scalar steps), two Q4_K/Q5_K super-blocks (sixteen sub-block lanes in the scale search).
+// scalar steps), two Q4_K/Q5_K super-blocks (sixteen sub-block lanes in the scale search), two Q2_K/Q3_K
+// super-blocks (32 lanes of 16 values: measured ~10% faster than one).
 SQAT_HD constexpr int block_group(int type) {
     return type == kQ8_0 || type == kQ4_0 || type == kQ4_1 || type == kQ5_0 || type == kQ5_1 ? 8
-           : type == kQ4_K || type == kQ5_K                                               ? 2
+           : type == kQ4_K || type == kQ5_K || type == kQ2_K || type == kQ3_K               ? 2
                                                                                           : 1;
 }
 
@@ -88,6 +99,8 @@ SQAT_HD void quantize_blocks(int type, const float* x, uint8_t* y) {
         case kQ5_1: quantize_blocks_q5_1<G>(x, y); return;
         case kQ4_K: quantize_blocks_q4_K<G>(x, y); return;
         case kQ5_K: quantize_blocks_q5_K<G>(x, y); return;
+        case kQ2_K: quantize_q2_K_blocks<G>(x, nullptr, y); return;
+        case kQ3_K: quantize_q3_K_blocks<G>(x, nullptr, y); return;
         default: {
             const Geometry g = geometry(type);
             for (int b = 0; b < G; ++b) quantize_block(type, x + b * g.block_size, nullptr, 0.0f, y + b * g.type_size);
@@ -111,6 +124,10 @@ SQAT_HD void dequantize_block(int type, const uint8_t* y, float* x) {
         case kQ5_K: dequantize_block_q5_K(y, x); break;
         case kQ6_K: dequantize_block_q6_K(y, x); break;
         case kIQ4_XS: dequantize_block_iq4_xs(y, x); break;
+        case kQ2_K: dequantize_block_q2_K(y, x); break;
+        case kQ3_K: dequantize_block_q3_K(y, x); break;
+        case kTQ1_0: dequantize_block_tq1_0(y, x); break;
+        case kTQ2_0: dequantize_block_tq2_0(y, x); break;
         case kMXFP4: dequantize_block_mxfp4(y, x); break;
         case kNVFP4: dequantize_block_nvfp4(y, x); break;
         default: break;

@@ -233,7 +233,7 @@ SQAT_HD float make_qkx3_quants(int n, int nmax, const float* x, const float* wei
                                bool use_mad) {
     (void)Laux;
     constexpr int kMaxN = 32;
-    float w[kMaxN];
+    float w[kMaxN] = {};  // zeroed only to quiet -Wmaybe-uninitialized when this is compiled out of line
     for (int i = 0; i < n; ++i) w[i] = weights ? weights[i] : x[i] * x[i];
     float min = x[0];
     float max = x[0];
@@ -592,6 +592,73 @@ SQAT_HD void make_qx_quants_lanes(int nmax, const float* max, const float* x, co
         const bool zero = fabsf(max[g]) < GROUP_MAX_EPS;
         scale[g] = zero ? 0.0f : s[g];
         iscale[g] = zero ? 0.0f : pick[g];
+    }
+}
+
+// ggml's make_q3_quants(N, nmax, x, L, do_rmse = true), the Q3_K reference-path search, on G independent
+// groups side by side (group g in lane g; value i of group g at x[i*G + g]).  max[g] is the group's first
+// value of largest magnitude (scan_signed_absmax).  Per group: levels l = clamp(nearest_int(-nmax/max * x),
+// -nmax, nmax-1) weighted by x², then up to five passes of coordinate descent, each sequential over the
+// values, where a value takes the level nearest to x·Σwl²/Σwxl (both sums without that value) if that
+// raises (Σwxl)²/Σwl².  Writes scale[g] = Σwxl/Σwl² (0 where Σwl² <= 0) and L[i*G + g] = l + nmax
+// (0..2*nmax-1); a group whose |max| < GROUP_MAX_EPS gets scale 0 and all-zero L, as upstream.
+//
+// Upstream stops a group after a pass that changed nothing; such a pass leaves the group's state as it
+// was, so the next pass would change nothing either: the lanes run the passes together and stop when no
+// lane changed.  Levels are kept as floats (exact small integers), so that every array has one element
+// width and the loops vectorise across the lanes.
+template <int N, int G>
+SQAT_HD void make_q3_quants_lanes(int nmax, const float* max, const float* x, float* scale, uint8_t* L) {
+    float iscale[G], sumlx[G], suml2[G];
+    float Lf[N * G];
+    SQAT_LANES for (int g = 0; g < G; ++g) {
+        iscale[g] = (float)(-nmax) / max[g];
+        sumlx[g] = suml2[g] = 0.0f;
+    }
+    for (int i = 0; i < N; ++i) {
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            const float v = x[i * G + g];
+            const float l = (float)qx_level(iscale[g] * v, nmax);
+            Lf[i * G + g] = l;
+            const float w = v * v;
+            sumlx[g] += w * v * l;
+            suml2[g] += w * l * l;
+        }
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+        uint32_t changed = 0;
+        for (int i = 0; i < N; ++i) {
+            SQAT_LANES for (int g = 0; g < G; ++g) {
+                const float v = x[i * G + g];
+                const float w = v * v;
+                const float li = Lf[i * G + g];
+                const float slx0 = sumlx[g] - w * v * li;
+                const float sl20 = suml2[g] - w * li * li;
+                // Computed in every lane (upstream only where slx0 > 0): quotients of the other lanes are
+                // discarded by the mask below.
+                const float nl = (float)qx_level(v * sl20 / slx0, nmax);
+                const float slx = slx0 + w * v * nl;
+                const float sl2 = sl20 + w * nl * nl;
+                const uint32_t take = 0u - (uint32_t)((slx0 > 0) & (nl != li) & (sl2 > 0) &
+                                                      (slx * slx * suml2[g] > sumlx[g] * sumlx[g] * sl2));
+                Lf[i * G + g] = select_bits(take, nl, li);
+                sumlx[g] = select_bits(take, slx, sumlx[g]);
+                suml2[g] = select_bits(take, sl2, suml2[g]);
+                changed |= take;
+            }
+        }
+        if (!changed) break;
+    }
+    SQAT_LANES for (int g = 0; g < G; ++g) {
+        const bool zero = fabsf(max[g]) < GROUP_MAX_EPS;
+        const float q = suml2[g] > 0.0f ? sumlx[g] / suml2[g] : 0.0f;
+        scale[g] = zero ? 0.0f : q;
+    }
+    for (int i = 0; i < N; ++i) {
+        SQAT_LANES for (int g = 0; g < G; ++g) {
+            const bool zero = fabsf(max[g]) < GROUP_MAX_EPS;
+            L[i * G + g] = zero ? (uint8_t)0 : (uint8_t)((int)Lf[i * G + g] + nmax);
+        }
     }
 }
 

@@ -27,7 +27,8 @@ STE_VARIANTS: tuple[str, ...] = ("identity", "clipped")
 BACKENDS: tuple[str, ...] = ("auto", "native", "triton")
 
 # llama-quantize's replacement type when a row length does not split into the chosen type's blocks.
-_LLAMA_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL"}
+_LLAMA_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL",
+                   "Q2_K": "Q4_0", "Q3_K": "Q4_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0"}
 
 
 def _row_length_error(fmt: QuantFormat, n: int) -> ValueError:

@@ -21,9 +21,10 @@ importance matrix:
 * :mod:`.floats`: F32, F16, BF16 (1 / 4, 2, 2);
 * :mod:`.legacy`: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (32 / 34, 18, 20, 22, 24);
 * :mod:`.iq4`: IQ4_NL (32 / 18), IQ4_XS (256 / 136);
-* :mod:`.kquants`: Q4_K, Q5_K, Q6_K (256 / 144, 176, 210);
+* :mod:`.kquants`: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (256 / 84, 110, 144, 176, 210);
 * :mod:`.fp4`: MXFP4 (32 / 17), NVFP4 (64 / 36), the float 4-bit formats (no importance matrix);
-* :mod:`.search`: the shared scale searches (``make_qkx2/qkx3/qx/qp_quants``);
+* :mod:`.ternary`: TQ1_0 (256 / 54), TQ2_0 (256 / 66), the ternary formats (no importance matrix);
+* :mod:`.search`: the shared scale searches (``make_qkx2/qkx3/qx/qp/q3_quants``);
 * :mod:`._blocks` (private): the format-agnostic pieces all of them share (input checks, little-endian
   fields and ggml's fp16/bf16 conversions, sequential sums and scans, ``nearest_int``).
 
@@ -42,9 +43,13 @@ from .floats import dequantize_bf16, dequantize_f16, dequantize_f32, quantize_bf
 from .fp4 import dequantize_mxfp4, dequantize_nvfp4, quantize_mxfp4, quantize_nvfp4
 from .iq4 import dequantize_iq4_nl, dequantize_iq4_xs, quantize_iq4_nl, quantize_iq4_xs
 from .kquants import (
+    dequantize_q2_K,
+    dequantize_q3_K,
     dequantize_q4_K,
     dequantize_q5_K,
     dequantize_q6_K,
+    quantize_q2_K,
+    quantize_q3_K,
     quantize_q4_K,
     quantize_q5_K,
     quantize_q6_K,
@@ -61,6 +66,7 @@ from .legacy import (
     quantize_q5_1,
     quantize_q8_0,
 )
+from .ternary import dequantize_tq1_0, dequantize_tq2_0, quantize_tq1_0, quantize_tq2_0
 
 __all__ = ["dequantize", "quantize"]
 
@@ -77,12 +83,16 @@ _FUNCTIONS: dict[str, tuple[_Quantizer, _Dequantizer]] = {
     "Q5_0": (quantize_q5_0, dequantize_q5_0),
     "Q5_1": (quantize_q5_1, dequantize_q5_1),
     "IQ4_NL": (quantize_iq4_nl, dequantize_iq4_nl),
+    "Q2_K": (quantize_q2_K, dequantize_q2_K),
+    "Q3_K": (quantize_q3_K, dequantize_q3_K),
     "Q4_K": (quantize_q4_K, dequantize_q4_K),
     "Q5_K": (quantize_q5_K, dequantize_q5_K),
     "Q6_K": (quantize_q6_K, dequantize_q6_K),
     "IQ4_XS": (quantize_iq4_xs, dequantize_iq4_xs),
     "MXFP4": (quantize_mxfp4, dequantize_mxfp4),
     "NVFP4": (quantize_nvfp4, dequantize_nvfp4),
+    "TQ1_0": (quantize_tq1_0, dequantize_tq1_0),
+    "TQ2_0": (quantize_tq2_0, dequantize_tq2_0),
 }
 
 
@@ -102,7 +112,7 @@ def quantize(x: np.ndarray, qtype: str, imatrix: np.ndarray | None = None) -> np
         x: float32 [nrows, n_per_row], C-contiguous; n_per_row a multiple of the format's block size.
         qtype: type name, any case: ``"Q4_K"``, ``"iq4_xs"``, ``"F16"``, ...
         imatrix: None, or float32 [n_per_row]: one importance per column, shared by all rows (ignored by
-            F32/F16/BF16, Q8_0, MXFP4 and NVFP4, as in ggml).
+            F32/F16/BF16, Q8_0, MXFP4, NVFP4, TQ1_0 and TQ2_0, as in ggml).
 
     Returns:
         uint8 [nrows, n_per_row // block_size * type_size], the packed blocks of each row.

@@ -1,4 +1,8 @@
-"""The 256-value K-quant formats Q4_K, Q5_K and Q6_K (NumPy reference).
+"""The 256-value K-quant formats Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (NumPy reference).
+
+Q2_K and Q3_K (16 sub-blocks of 16 values, their own searches with and without an importance matrix) are
+described in :func:`quantize_q2_K` and :func:`quantize_q3_K`; the rest of this docstring is about the
+others.
 
 Paths follow ``ggml_quantize_chunk`` (spec §3, §4.3-4.7, §6.1-6.2):
 
@@ -49,13 +53,17 @@ from ._blocks import (
     value_rows,
     wrap_int8,
 )
-from .search import make_qkx2_quants, make_qkx3_quants, make_qp_quants, make_qx_quants
+from .search import make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants, make_qx_quants
 
 __all__ = [
     "QK_K",
+    "dequantize_q2_K",
+    "dequantize_q3_K",
     "dequantize_q4_K",
     "dequantize_q5_K",
     "dequantize_q6_K",
+    "quantize_q2_K",
+    "quantize_q3_K",
     "quantize_q4_K",
     "quantize_q5_K",
     "quantize_q6_K",
@@ -373,3 +381,220 @@ def dequantize_q6_K(data: np.ndarray) -> np.ndarray:
     d = f16_from_bytes(blocks[:, 208:210])
     dsc = d[:, None] * sc
     return value_rows(dsc[:, :, None] * q.astype(F32), data.shape, _Q6_K_BYTES, QK_K)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Q2_K / Q3_K: 16 sub-blocks of 16 values, 2-bit low parts packed alike
+# ------------------------------------------------------------------------------------------------------------
+
+_Q2_K_BYTES = 84
+_Q3_K_BYTES = 110
+
+
+def _pack_2bit(L: np.ndarray) -> np.ndarray:
+    """Levels [B, 256] (0..3) -> qs uint8 [B, 64]: value ``128h + 32k + l`` in bits ``2k, 2k+1`` of byte
+    ``32h + l``."""
+    q = L.astype(np.int32).reshape(-1, 2, 4, 32)
+    qs = q[:, :, 0] | (q[:, :, 1] << 2) | (q[:, :, 2] << 4) | (q[:, :, 3] << 6)
+    return qs.reshape(-1, 64).astype(np.uint8)
+
+
+def _unpack_2bit(qs: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_pack_2bit`: uint8 [B, 64] -> int32 [B, 256]."""
+    q = qs.astype(np.int32).reshape(-1, 2, 1, 32)
+    return ((q >> (2 * np.arange(4, dtype=np.int32))[:, None]) & 3).reshape(-1, QK_K)
+
+
+def _imatrix_weights(xs: np.ndarray, qw: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-value weights ``qw * sqrt(sigma2 + x²)`` with ``sigma2 = factor·Σx²/256`` per super-block, as
+    float32 [B*16, 16] (one row per sub-block), and each sub-block's Σw, float32 [B, 16]."""
+    nb = xs.shape[0]
+    sigma2 = F32(factor) * seq_sum(xs * xs) / F32(QK_K)
+    w = (qw * np.sqrt(sigma2[:, None] + xs * xs)).reshape(nb * 16, 16)
+    return w, seq_sum(w).reshape(nb, 16)
+
+
+@silence_fp_warnings
+def quantize_q2_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """Quantize rows to Q2_K exactly as ``ggml_quantize_chunk(GGML_TYPE_Q2_K, ...)``.
+
+    Without an importance matrix (``quantize_row_q2_K_ref``): per 16 values ``make_qkx2_quants(nmax=3)`` with
+    weights ``|x|``, trials ``-0.5 + 0.1·is`` (is = 0..15) and the *absolute* error; the 4-bit sub-scales and
+    sub-mins are ``nearest_int(15/max · s)`` against the largest of each (``d = max/15``, both 0 when the
+    largest is not positive), stored without a clamp.
+
+    With one (``quantize_row_q2_K_impl``): weights ``qw * sqrt(Σx²/256 + x²)`` (no factor 2 here),
+    ``make_qkx3_quants`` with trials ``-0.9 + 0.05·is`` (is = 0..36) and squared error, and the sub-scales and
+    sub-mins from ``make_qp_quants(nmax=15)`` weighted by each sub-block's Σw.
+
+    Both re-quantize with the stored fp16 ``d``/``dmin``: ``clamp(nearest_int((x + dmin·m) / (d·sc)), 0, 3)``,
+    except in sub-blocks with ``d·sc == 0``, which keep the search's levels.
+
+    Layout: ``scales[16]`` (sub-block j: scale in the low nibble, min in the high one) | ``qs[64]`` | ``d`` |
+    ``dmin``; value ``128h + 32k + l`` sits in bits ``2k..2k+1`` of ``qs[32h + l]``.
+
+    Args:
+        x: float32 [nrows, n_per_row], n_per_row a multiple of 256.
+        imatrix: None or float32 [n_per_row].
+
+    Returns:
+        uint8 [nrows, n_per_row // 256 * 84].
+    """
+    x, xs, qw = _super_blocks(x, imatrix)
+    nb = xs.shape[0]
+    xb = xs.reshape(nb * 16, 16)
+    if qw is None:
+        scales, mins, L = make_qkx2_quants(3, xb, np.abs(xb), -0.5, 0.1, 15, True)
+        scales = scales.reshape(nb, 16)
+        mins = mins.reshape(nb, 16)
+        max_scale = scan_max(scales, 0.0)
+        max_min = scan_max(mins, 0.0)
+        has_scale = max_scale > 0
+        has_min = max_min > 0
+        inv_scale = F32(15.0) / np.where(has_scale, max_scale, F32(1.0))
+        inv_min = F32(15.0) / np.where(has_min, max_min, F32(1.0))
+        ls = np.where(has_scale[:, None], nearest_int(inv_scale[:, None] * scales), 0)
+        lm = np.where(has_min[:, None], nearest_int(inv_min[:, None] * mins), 0)
+        d = np.where(has_scale, max_scale / F32(15.0), F32(0.0))
+        dmin = np.where(has_min, max_min / F32(15.0), F32(0.0))
+    else:
+        w, sw = _imatrix_weights(xs, qw.reshape(nb, QK_K), 1.0)
+        scales, mins, L = make_qkx3_quants(3, xb, w, -0.9, 0.05, 36, False)
+        d, ls = make_qp_quants(15, scales.reshape(nb, 16), sw)
+        dmin, lm = make_qp_quants(15, mins.reshape(nb, 16), sw)
+    # uint8 stores of ints: scales[j] = ls, then |= lm << 4 (both wrap modulo 256 as in C)
+    sc = ((ls.astype(np.int64) & 0xFF) | ((lm.astype(np.int64) << 4) & 0xFF)).astype(np.uint8)
+
+    dj = round_trip_f16(d)[:, None] * (sc & 0xF).astype(F32)
+    dm = round_trip_f16(dmin)[:, None] * (sc >> 4).astype(F32)
+    x3 = xs.reshape(nb, 16, 16)
+    requant = np.clip(nearest_int((x3 + dm[:, :, None]) / dj[:, :, None]), 0, 3)
+    L = np.where(dj[:, :, None] == 0, L.reshape(nb, 16, 16), requant).reshape(nb, QK_K)
+    blocks = np.concatenate([sc, _pack_2bit(L), f16_to_bytes(d), f16_to_bytes(dmin)], axis=1)
+    return packed_rows(blocks, x.shape, QK_K)
+
+
+@silence_fp_warnings
+def dequantize_q2_K(data: np.ndarray) -> np.ndarray:
+    """Q2_K bytes -> values ``(d·sc)·q - (dmin·m)`` as ``dequantize_row_q2_K`` (sub-block = 16 values).
+
+    Args:
+        data: uint8 [nrows, nblocks * 84].
+
+    Returns:
+        float32 [nrows, nblocks * 256].
+    """
+    blocks = prepare_packed(data, _Q2_K_BYTES)
+    sc = blocks[:, :16].astype(np.int32)
+    q = _unpack_2bit(blocks[:, 16:80]).reshape(-1, 16, 16).astype(F32)
+    d = f16_from_bytes(blocks[:, 80:82])
+    dmin = f16_from_bytes(blocks[:, 82:84])
+    dl = d[:, None] * (sc & 0xF).astype(F32)
+    ml = dmin[:, None] * (sc >> 4).astype(F32)
+    return value_rows(dl[:, :, None] * q - ml[:, :, None], data.shape, _Q2_K_BYTES, QK_K)
+
+
+def _pack_q3_scales(l6: np.ndarray) -> np.ndarray:
+    """16 six-bit values [B, 16] (0..63) -> Q3_K's 12 scale bytes, uint8 [B, 12].
+
+    Bytes 0..7: low nibbles of values 0..7 (low half of the byte) and 8..15 (high half); bytes 8..11: the top
+    two bits of value j at bits ``2(j//4)`` of byte ``8 + j%4``.
+    """
+    l6 = l6.astype(np.int32)
+    s = np.zeros((l6.shape[0], 12), dtype=np.int32)
+    for j in range(16):
+        if j < 8:
+            s[:, j] = l6[:, j] & 0xF
+        else:
+            s[:, j - 8] |= (l6[:, j] & 0xF) << 4
+        s[:, 8 + j % 4] |= (l6[:, j] >> 4) << (2 * (j // 4))
+    return (s & 0xFF).astype(np.uint8)
+
+
+def _unpack_q3_scales(s: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_pack_q3_scales`: uint8 [B, 12] -> int32 [B, 16] (0..63)."""
+    s = s.astype(np.int32)
+    out = np.empty((s.shape[0], 16), dtype=np.int32)
+    for j in range(16):
+        lo = s[:, j] & 0xF if j < 8 else s[:, j - 8] >> 4
+        out[:, j] = lo | (((s[:, 8 + j % 4] >> (2 * (j // 4))) & 3) << 4)
+    return out
+
+
+@silence_fp_warnings
+def quantize_q3_K(x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """Quantize rows to Q3_K exactly as ``ggml_quantize_chunk(GGML_TYPE_Q3_K, ...)``.
+
+    Without an importance matrix (``quantize_row_q3_K_ref``): per 16 values :func:`make_q3_quants` (nmax 4,
+    weights ``x²``, coordinate descent); with ``max_scale`` the first scale of largest magnitude and
+    ``iscale = -32/max_scale``, the 6-bit sub-scales are ``clamp(nearest_int(iscale·s), -32, 31) + 32`` and
+    ``d = fp16(1/iscale)`` (everything 0 when ``max_scale`` is 0).
+
+    With one (``quantize_row_q3_K_impl``): weights ``qw * sqrt(2·Σx²/256 + x²)``, ``make_qx_quants(nmax=4,
+    rmse_type=1)`` per sub-block, then ``make_qx_quants(nmax=32)`` over the 16 sub-scales weighted by each
+    sub-block's Σw gives ``d`` and the 6-bit sub-scales.
+
+    Both re-quantize with the stored scales: ``clamp(nearest_int(x / (d·(sc - 32))), -4, 3) + 4``, except in
+    sub-blocks whose step is 0, which keep the search's levels. Levels 4..7 set their bit in ``hmask``.
+
+    Layout: ``hmask[32]`` (bit v//32 of byte v%32: level of value v >= 4) | ``qs[64]`` (low two bits, as Q2_K)
+    | ``scales[12]`` (:func:`_pack_q3_scales`) | ``d``.
+
+    Args:
+        x: float32 [nrows, n_per_row], n_per_row a multiple of 256.
+        imatrix: None or float32 [n_per_row].
+
+    Returns:
+        uint8 [nrows, n_per_row // 256 * 110].
+    """
+    x, xs, qw = _super_blocks(x, imatrix)
+    nb = xs.shape[0]
+    xb = xs.reshape(nb * 16, 16)
+    if qw is None:
+        scales, L = make_q3_quants(4, xb)
+        scales = scales.reshape(nb, 16)
+        _, max_scale = first_abs_max(scales)
+        nonzero = max_scale != 0
+        iscale = F32(-32.0) / np.where(nonzero, max_scale, F32(1.0))
+        l6 = np.clip(wrap_int8(nearest_int(iscale[:, None] * scales)), -32, 31) + 32
+        packed = np.where(nonzero[:, None], _pack_q3_scales(l6), 0).astype(np.uint8)
+        d = np.where(nonzero, F32(1.0) / iscale, F32(0.0))
+    else:
+        w, sw = _imatrix_weights(xs, qw.reshape(nb, QK_K), 2.0)
+        scales, L = make_qx_quants(4, xb, 1, w)
+        d, l6 = make_qx_quants(32, scales.reshape(nb, 16), 1, sw)
+        packed = _pack_q3_scales(l6)
+
+    dj = round_trip_f16(d)[:, None] * (_unpack_q3_scales(packed) - 32).astype(F32)
+    x3 = xs.reshape(nb, 16, 16)
+    requant = np.clip(nearest_int(x3 / dj[:, :, None]), -4, 3) + 4
+    L = np.where(dj[:, :, None] == 0, L.reshape(nb, 16, 16), requant).reshape(nb, 8, 32).astype(np.int32)
+    hi = (L > 3).astype(np.int32)
+    hmask = np.zeros((nb, 32), dtype=np.int32)
+    for k in range(8):
+        hmask |= hi[:, k] << k
+    L = (L - 4 * hi).reshape(nb, QK_K)
+    blocks = np.concatenate([hmask.astype(np.uint8), _pack_2bit(L), packed, f16_to_bytes(d)], axis=1)
+    return packed_rows(blocks, x.shape, QK_K)
+
+
+@silence_fp_warnings
+def dequantize_q3_K(data: np.ndarray) -> np.ndarray:
+    """Q3_K bytes -> values ``(d·(sc - 32))·((q | bit << 2) - 4)`` as ``dequantize_row_q3_K``.
+
+    Args:
+        data: uint8 [nrows, nblocks * 110].
+
+    Returns:
+        float32 [nrows, nblocks * 256].
+    """
+    blocks = prepare_packed(data, _Q3_K_BYTES)
+    nb = blocks.shape[0]
+    hmask = blocks[:, :32].astype(np.int32)
+    q = _unpack_2bit(blocks[:, 32:96])
+    hbit = ((hmask[:, None, :] >> np.arange(8, dtype=np.int32)[:, None]) & 1).reshape(nb, QK_K)
+    lev = (q - np.where(hbit == 1, 0, 4)).reshape(nb, 16, 16).astype(F32)
+    sc = (_unpack_q3_scales(blocks[:, 96:108]) - 32).astype(F32)
+    d = f16_from_bytes(blocks[:, 108:110])
+    dl = d[:, None] * sc
+    return value_rows(dl[:, :, None] * lev, data.shape, _Q3_K_BYTES, QK_K)

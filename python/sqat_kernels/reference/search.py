@@ -36,6 +36,7 @@ from ._blocks import (
 
 __all__ = [
     "GROUP_MAX_EPS",
+    "make_q3_quants",
     "make_qkx2_quants",
     "make_qkx3_quants",
     "make_qp_quants",
@@ -317,4 +318,58 @@ def make_qp_quants(nmax: int, x: np.ndarray, quant_weights: np.ndarray) -> tuple
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
     scale = np.where(all_zero, F32(0.0), scale).astype(F32)
     L = np.where(all_zero[:, None], 0, L).astype(np.uint8)
+    return scale, L
+
+
+@silence_fp_warnings
+def make_q3_quants(nmax: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric search with coordinate descent, ggml's ``make_q3_quants(n, nmax, x, L, do_rmse=true)``; the
+    per-16 search of the Q3_K reference path.
+
+    Maps the first value of largest ``|x|`` to ``-nmax`` (levels ``l = clamp(nearest_int(-nmax/max * x),
+    -nmax, nmax-1)``), weights every value by ``x²``, then runs up to 5 passes over the values in order: a
+    value whose removal leaves ``slx = Σwxl > 0`` takes the level nearest to ``x * sl2 / slx`` (sums without
+    it) when that raises ``(Σwxl)² / Σwl²`` and keeps ``Σwl² > 0``. A group stops after a pass that changed
+    nothing (running further passes would change nothing either).
+
+    Args:
+        nmax: half the number of levels (4 for Q3_K).
+        x: float32 [B, n].
+
+    Returns:
+        ``(scale, L)``: float32 [B] (``Σwxl / Σwl²``, 0 where ``Σwl² <= 0`` or ``max|x| < 1e-15``) and uint8
+        [B, n] holding ``l + nmax`` in ``0..2*nmax-1`` (0 for groups with ``max|x| < 1e-15``).
+    """
+    x = np.asarray(x, dtype=F32)
+    nb, n = x.shape
+    amax, vmax = first_abs_max(x)
+    all_zero = amax < GROUP_MAX_EPS
+    iscale = F32(-nmax) / vmax
+    L = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
+    w = x * x
+    lf = L.astype(F32)
+    sumlx = seq_sum(w * x * lf)
+    suml2 = seq_sum(w * lf * lf)
+    for _ in range(5):
+        changed = np.zeros(nb, dtype=bool)
+        for i in range(n):
+            w_i, x_i = w[:, i], x[:, i]
+            li = L[:, i].astype(F32)
+            slx = sumlx - w_i * x_i * li
+            sl2 = suml2 - w_i * li * li
+            new_l = np.clip(nearest_int(x_i * sl2 / slx), -nmax, nmax - 1)
+            nlf = new_l.astype(F32)
+            slx_new = slx + w_i * x_i * nlf
+            sl2_new = sl2 + w_i * nlf * nlf
+            accept = ((slx > 0) & (new_l != L[:, i]) & (sl2_new > 0)
+                      & (slx_new * slx_new * suml2 > sumlx * sumlx * sl2_new))
+            L[:, i] = np.where(accept, new_l, L[:, i])
+            sumlx = np.where(accept, slx_new, sumlx)
+            suml2 = np.where(accept, sl2_new, suml2)
+            changed |= accept
+        if not changed.any():
+            break
+    scale = np.where(suml2 > 0, sumlx / suml2, F32(0.0))
+    scale = np.where(all_zero, F32(0.0), scale).astype(F32)
+    L = np.where(all_zero[:, None], 0, L + nmax).astype(np.uint8)
     return scale, L

@@ -22,7 +22,11 @@ _MODULE_OF = {
     "IQ4_NL": "legacy",
     "Q4_K": "kquants", "Q5_K": "kquants", "Q6_K": "kquants", "IQ4_XS": "kquants",
     "MXFP4": "fp4", "NVFP4": "fp4",
+    "TQ1_0": "ternary", "TQ2_0": "ternary",
 }
+
+#: Formats the Triton backend covers (Q2_K and Q3_K have native CPU/CUDA kernels only, so far).
+TRITON_TYPES: tuple[str, ...] = tuple(_MODULE_OF)
 
 
 def fake_quant(x2d: torch.Tensor, fmt: QuantFormat, imatrix: torch.Tensor | None) -> torch.Tensor:
@@ -31,6 +35,11 @@ def fake_quant(x2d: torch.Tensor, fmt: QuantFormat, imatrix: torch.Tensor | None
         raise ValueError(
             f"the Triton kernels take CUDA tensors, got one on {x2d.device} (set TRITON_INTERPRET=1 "
             "before importing sqat_kernels to run them on the CPU in Triton's interpreter)"
+        )
+    if fmt.name not in _MODULE_OF:
+        raise ValueError(
+            f"the Triton backend has no kernel for {fmt.name} (it covers {', '.join(TRITON_TYPES)}); "
+            "use backend='auto' or 'native'"
         )
     module = importlib.import_module(f"{__name__}.{_MODULE_OF[fmt.name]}")
     return getattr(module, f"fake_quant_{fmt.name.lower()}")(x2d, imatrix)
