@@ -12,7 +12,10 @@ beside PTQ and imatrix PTQ on the same tokens, with bootstrap intervals.
 A variant is "default", "ce" / "mix" (the loss), "no-imatrix" (fake quant and export without the
 importance matrix), or comma-separated key=value overrides of schedule, warmup, cooldown, lr_decay,
 temperature, lr, kl_weight, freeze (the oscillation-freezing threshold), e.g. "schedule=step,warmup=0.1".
-Writes bench/results/qat_levers.{md,json}.
+Each sqat variant is also compared with the default row chunk by chunk (the same evaluation chunks, so
+the noise the two rows share cancels): its mean KL as a ratio of the default's and its perplexity as a
+ratio, each with a 95 % paired bootstrap interval. Writes bench/results/qat_levers.{md,json};
+`--render JSON` rewrites the Markdown table from a saved JSON without training anything.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_qat_quality import VALIDATION_PLAYS, Bench, Settings, score  # noqa: E402
+import numpy as np  # noqa: E402
+from bench_qat_quality import VALIDATION_PLAYS, Bench, Settings, bootstrap, score  # noqa: E402
 from harness import machine_info  # noqa: E402
 
 VARIANTS = (
@@ -59,6 +63,50 @@ def parse_variant(text: str) -> tuple[str, bool, dict]:
     return "kl", True, opts
 
 
+def paired(row: dict, default: dict) -> dict:
+    """The row against the default row on the same chunks: KL ratio and perplexity ratio, each with its
+    95 % paired bootstrap interval (chunks resampled together)."""
+    kl, kl0 = np.asarray(row["chunk_kl"]), np.asarray(default["chunk_kl"])
+    nll, nll0 = np.asarray(row["chunk_nll"]), np.asarray(default["chunk_nll"])
+    per = row["n_scored"] / len(nll)
+    return {
+        "kl_ratio": float(kl.mean() / kl0.mean()),
+        "kl_ratio_ci": bootstrap(kl, kl0, lambda a, b: float(a.mean() / b.mean())),
+        "ppl_ratio": float(np.exp((nll.mean() - nll0.mean()) / per)),
+        "ppl_ratio_ci": bootstrap(nll, nll0, lambda a, b: float(np.exp((a.mean() - b.mean()) / per))),
+    }
+
+
+def markdown(results: dict) -> str:
+    """The Markdown table of a run's results (as written to its JSON)."""
+    s, rows = results["settings"], results["rows"]
+    default = next((r for r in rows if r["variant"] == "sqat default"), None)
+    lines = [
+        f"Command: `{results['command']}`",
+        "",
+        f"{results['recipe']}, recovery; {s['steps']} steps x {s['batch']} x {s['seq_len']} tokens; "
+        f"{rows[0]['n_scored']} scored tokens ({results['split']}); [95 % bootstrap interval over chunks]; "
+        "the last two columns: against the default row on the same chunks [95 % paired bootstrap interval]",
+        "",
+        "| variant | perplexity | vs F32 | mean KL | top-1 | KL / default | perplexity / default |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        vs = "| | |"
+        if default is not None and r["variant"].startswith("sqat ") and r is not default:
+            c = paired(r, default)
+            vs = (
+                f"| {c['kl_ratio']:.3f} [{c['kl_ratio_ci'][0]:.3f}, {c['kl_ratio_ci'][1]:.3f}] "
+                f"| {c['ppl_ratio']:.3f} [{c['ppl_ratio_ci'][0]:.3f}, {c['ppl_ratio_ci'][1]:.3f}] |"
+            )
+        lines.append(
+            f"| {r['variant']} | {r['perplexity']:.3f} | {r['ppl_gap']:+.2%} "
+            f"[{r['ppl_gap_ci'][0]:+.2%}, {r['ppl_gap_ci'][1]:+.2%}] | {r['mean_kl']:.4f} "
+            f"[{r['kl_ci'][0]:.4f}, {r['kl_ci'][1]:.4f}] | {r['top1_agreement']:.1%} {vs}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", default="Q4_0-pure")
@@ -72,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--name", default="qat_levers")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--render", type=Path, default=None, help="rewrite the .md of this saved JSON and stop")
     args = p.parse_args(argv)
+    if args.render is not None:
+        text = markdown(json.loads(args.render.read_text()))
+        args.render.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     specs = {v: parse_variant(v) for v in args.variants}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     s = Settings(
@@ -114,22 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - started,
     }
     (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=1))
-    lines = [
-        f"Command: `{results['command']}`",
-        "",
-        f"{args.recipe}, recovery; {s.steps} steps x {s.batch} x {s.seq_len} tokens; "
-        f"{rows[0]['n_scored']} scored tokens; [95 % bootstrap interval over chunks]",
-        "",
-        "| variant | perplexity | vs F32 | mean KL | top-1 | train s |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['variant']} | {r['perplexity']:.3f} | {r['ppl_gap']:+.2%} "
-            f"[{r['ppl_gap_ci'][0]:+.2%}, {r['ppl_gap_ci'][1]:+.2%}] | {r['mean_kl']:.4f} "
-            f"[{r['kl_ci'][0]:.4f}, {r['kl_ci'][1]:.4f}] | {r['top1_agreement']:.1%} | {r['seconds']:.0f} |"
-        )
-    text = "\n".join(lines) + "\n"
+    text = markdown(results)
     (args.out / f"{args.name}.md").write_text(text)
     print(text)
     print(f"total {results['seconds'] / 60:.1f} min")
