@@ -73,9 +73,13 @@ def llama_model_quantize(
     output_tensor_type: str | None = None,
     token_embedding_type: str | None = None,
     imatrix: dict[str, np.ndarray] | None = None,
+    tensor_type_overrides: list[tuple[str, str]] | tuple[tuple[str, str], ...] | None = None,
     nthread: int = 2,
 ) -> None:
-    """Run llama.cpp's llama_model_quantize (the engine of the llama-quantize tool) from src to dst."""
+    """Run llama.cpp's llama_model_quantize (the engine of the llama-quantize tool) from src to dst.
+
+    tensor_type_overrides: (regex, type name) pairs, handed over as params.tt_overrides (the array the
+    llama-quantize tool builds from its --tensor-type options; patterns are passed unchanged)."""
     llama = llama_lib()
     params = llama.llama_model_quantize_default_params()
     params.nthread = nthread
@@ -97,6 +101,15 @@ def llama_model_quantize(
         entries[len(imatrix)].name = None
         params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama.llama_model_imatrix_data))
         keep.append(entries)
+    if tensor_type_overrides:
+        pairs = list(tensor_type_overrides)
+        overrides = (llama.llama_model_tensor_override * (len(pairs) + 1))()
+        for i, (pattern, qtype) in enumerate(pairs):
+            overrides[i].pattern = pattern.encode()
+            overrides[i].type = int(gguf.GGMLQuantizationType[qtype])
+        overrides[len(pairs)].pattern = None  # the terminator llama.cpp stops at
+        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama.llama_model_tensor_override))
+        keep.append(overrides)
     rc = llama.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize failed with status {rc} for {src} -> {dst}")

@@ -36,7 +36,27 @@ RECIPES = [
     ("Q4_0", {"pure": True}),
     ("Q4_K_M", {"imatrix": True}),
     ("IQ4_XS", {"imatrix": True}),
+    ("Q2_K", {}),
+    ("Q2_K_S", {"imatrix": True}),
+    ("Q3_K_S", {}),
+    ("Q3_K_M", {}),
+    ("Q3_K_L", {}),
+    ("Q3_K_M", {"imatrix": True}),
+    ("TQ1_0", {}),
+    ("TQ2_0", {}),
+    ("MXFP4_MOE", {}),
+    ("MXFP4", {"pure": True}),
+    # --tensor-type: the float 4-bit types and a 2-bit K-quant on chosen tensors of a Q4_K_M file
+    ("Q4_K_M", {"tt": (("ffn_(up|gate)", "NVFP4"), ("attn_v", "MXFP4"), ("ffn_down", "Q2_K"))}),
+    ("Q3_K_M", {"imatrix": True, "tt": (("attn_[qk]", "TQ2_0"), (r"blk\.0\.", "Q6_K"))}),
 ]
+
+
+def _recipe_id(recipe: str, opts: dict) -> str:
+    parts = [recipe]
+    for k, v in opts.items():
+        parts.append("tt=" + "+".join(f"{p}:{t}" for p, t in v) if k == "tt" else k)
+    return "-".join(parts)
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +85,24 @@ def _imatrix(model_dir):
     }
 
 
-@pytest.mark.parametrize("recipe, opts", RECIPES, ids=[r + "".join(f"-{k}" for k in o) for r, o in RECIPES])
+@pytest.mark.parametrize("recipe, opts", RECIPES, ids=[_recipe_id(r, o) for r, o in RECIPES])
 @pytest.mark.parametrize("cname", list(CONFIGS))
 def test_file_bytes_equal_llama_model_quantize(exported, tmp_path, cname, recipe, opts):
     model_dir, f32 = exported(cname)
     pure = opts.get("pure", False)
+    tt = opts.get("tt")
     imatrix = _imatrix(model_dir) if opts.get("imatrix") else None
     ours = tmp_path / "ours.gguf"
     theirs = tmp_path / "llama.gguf"
-    export_gguf(model_dir, ours, recipe, pure=pure, imatrix=imatrix, progress=False)
-    llama_model_quantize(f32, theirs, recipes.file_type(recipe, pure=pure), pure=pure, imatrix=imatrix)
+    export_gguf(model_dir, ours, recipe, pure=pure, imatrix=imatrix, tensor_type_overrides=tt, progress=False)
+    llama_model_quantize(
+        f32,
+        theirs,
+        recipes.file_type(recipe, pure=pure),
+        pure=pure,
+        imatrix=imatrix,
+        tensor_type_overrides=tt,
+    )
     a, b = ours.read_bytes(), theirs.read_bytes()
     if a != b:
         ra, rb = gguf.GGUFReader(ours), gguf.GGUFReader(theirs)
@@ -114,6 +142,41 @@ def test_llama_cpp_runs_the_exports(exported, tmp_path, cname):
         assert np.isfinite(logits).all()
         if exact:
             assert np.abs(logits - ref).max() < 1e-3
+
+
+LOW_BIT_RUNS = [
+    ("Q2_K", {}),
+    ("Q3_K_M", {}),
+    ("TQ1_0", {}),
+    ("TQ2_0", {}),
+    ("MXFP4", {"pure": True}),
+    ("Q8_0", {"tt": (("ffn", "NVFP4"), ("attn", "MXFP4"))}),
+]
+
+
+@pytest.mark.parametrize("recipe, opts", LOW_BIT_RUNS, ids=[_recipe_id(r, o) for r, o in LOW_BIT_RUNS])
+@pytest.mark.parametrize("cname", ["h576-gqa3-tied", "h2048-gqa4-untied"])
+def test_llama_cpp_runs_the_low_bit_exports(exported, tmp_path, cname, recipe, opts):
+    # The 2048-wide model keeps the 256-wide types (no fallback), so llama.cpp's Q2_K / Q3_K / TQ kernels run.
+    model_dir, _ = exported(cname)
+    llama_cpp = llama_lib()
+    path = tmp_path / "low.gguf"
+    kw = dict(pure=opts.get("pure", False), tensor_type_overrides=opts.get("tt"))
+    export_gguf(model_dir, path, recipe, progress=False, **kw)
+    shape = recipes.LlamaShape.from_hf_config(transformers.AutoConfig.from_pretrained(model_dir))
+    wanted = recipes.tensor_types(shape, recipe, **kw)
+    assert {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors} == wanted
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    text = "Shall I compare thee to a summer's day?"
+    ids = tok(text)["input_ids"]
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=64, logits_all=True, verbose=False, n_threads=2, type_k=0, type_v=0
+    )
+    assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids
+    llm.eval(ids)
+    logits = np.array(llm.scores[: len(ids)])
+    assert logits.shape == (len(ids), len(tok)) and np.isfinite(logits).all()
+    assert np.ptp(logits, axis=1).min() > 0  # not a constant (all-zero) output
 
 
 def test_qat_model_export_decodes_to_the_trained_weights(tmp_path):
@@ -217,3 +280,22 @@ def test_export_cli(tmp_path, capsys):
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private 0600
     with pytest.raises(SystemExit, match="valid recipes"):
         sqat_main(["export", str(model_dir), str(out), "--type", "Q7_7"])
+
+
+def test_prepare_and_export_take_the_same_tensor_type_overrides(tmp_path):
+    model_dir = save_tiny_model_dir(tmp_path / "hf", hidden=256, heads=4, kv=2, ff=512, layers=2, tied=True)
+    model = transformers.LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    tt = (("ffn_up", "NVFP4"), ("attn_v", "MXFP4"), ("ffn_down", "TQ2_0"))
+    sk.prepare(model, "Q3_K_M", tensor_type_overrides=tt)
+    layer = model.model.layers[1]
+    assert layer.mlp.up_proj.config.qtype == "NVFP4" and layer.self_attn.v_proj.config.qtype == "MXFP4"
+    assert layer.mlp.down_proj.config.qtype == "TQ2_0" and layer.self_attn.q_proj.config.qtype == "Q3_K"
+    out = tmp_path / "qat.gguf"
+    export_gguf(model, out, "Q3_K_M", tensor_type_overrides=tt, tokenizer_dir=model_dir, progress=False)
+    stored = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out).tensors}
+    assert stored["blk.1.ffn_up.weight"] == "NVFP4" and stored["blk.0.attn_v.weight"] == "MXFP4"
+    with pytest.raises(ValueError, match="prepared for"):
+        export_gguf(model, tmp_path / "other.gguf", "Q3_K_M", tokenizer_dir=model_dir, progress=False)
+    fresh = transformers.LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    with pytest.raises(ValueError, match="needs an importance matrix"):
+        sk.prepare(fresh, "Q2_K_S")

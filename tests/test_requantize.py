@@ -37,10 +37,21 @@ CASES = [
     ("Q4_0", {"pure": True}),
     ("F16", {}),
     ("Q4_K_M", {"output_tensor_type": "Q8_0", "token_embedding_type": "Q8_0"}),
+    ("Q2_K", {}),
+    ("Q3_K_M", {}),
+    ("TQ1_0", {}),
+    ("Q3_K_L", {"tensor_type_overrides": (("ffn_down", "NVFP4"), ("token_embd|output", "MXFP4"))}),
 ]
 
 
-@pytest.mark.parametrize("recipe, opts", CASES, ids=[r + "".join(f"-{k}" for k in o) for r, o in CASES])
+def _case_id(recipe: str, opts: dict) -> str:
+    parts = [recipe]
+    for k, v in opts.items():
+        parts.append("tt=" + "+".join(f"{p}:{t}" for p, t in v) if k == "tensor_type_overrides" else k)
+    return "-".join(parts)
+
+
+@pytest.mark.parametrize("recipe, opts", CASES, ids=[_case_id(r, o) for r, o in CASES])
 @pytest.mark.parametrize("src", ["h576-tied-F32", "h576-tied-F16", "h576-tied-BF16", "h256-untied-F32"])
 def test_bytes_equal_llama_model_quantize(sources, tmp_path, src, recipe, opts):
     ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
@@ -117,6 +128,41 @@ def test_imatrix_file_drives_both_quantizers(sources, tmp_path):
     without = tmp_path / "plain.gguf"
     requantize_gguf(src, without, "IQ4_XS", progress=False)
     assert without.read_bytes() != ours.read_bytes()  # the imatrix was really used
+
+
+def test_quantize_cli_tensor_type_and_q2_k_s_imatrix(sources, tmp_path, capsys):
+    src = sources["h256-untied-F32"]
+    ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
+    # llama-quantize's own spelling: the pattern is lowercased, the type name case-insensitive
+    args = ["--tensor-type", "FFN_UP=nvfp4", "--tensor-type", r"blk\.1\.=q2_k"]
+    assert sqat_main(["quantize", str(src), str(ours), "Q3_K_M", *args]) == 0
+    overrides = (("ffn_up", "NVFP4"), (r"blk\.1\.", "Q2_K"))
+    llama_model_quantize(src, theirs, recipes.file_type("Q3_K_M"), tensor_type_overrides=overrides)
+    assert ours.read_bytes() == theirs.read_bytes()
+    capsys.readouterr()
+    for bad, said in (("ffn_up", "PATTERN=TYPE"), ("ffn_up=Q9_9", "Q9_9"), ("(?i)ffn=Q8_0", "Python-only")):
+        with pytest.raises(SystemExit):
+            sqat_main(["quantize", str(src), str(ours), "Q3_K_M", "--tensor-type", bad])
+        assert said in capsys.readouterr().err
+    # Q2_K_S: refused without an imatrix, and with one that lacks a Q2_K tensor's entry (as llama.cpp does)
+    out = tmp_path / "q2ks.gguf"
+    with pytest.raises(SystemExit, match="needs an importance matrix"):
+        sqat_main(["quantize", str(src), str(out), "Q2_K_S"])
+    assert not out.exists()
+    with pytest.raises(RuntimeError):
+        llama_model_quantize(src, tmp_path / "theirs-q2ks.gguf", recipes.file_type("Q2_K_S"))
+    rng = np.random.default_rng(3)
+    imatrix = {
+        t.name: (rng.random(int(t.shape[0])) + 0.1).astype(np.float32)
+        for t in gguf.GGUFReader(src).tensors
+        if len(t.shape) == 2
+    }
+    del imatrix["blk.2.ffn_up.weight"]
+    with pytest.raises(ValueError, match=r"blk\.2\.ffn_up\.weight is Q2_K"):
+        requantize_gguf(src, out, "Q2_K_S", imatrix=imatrix, progress=False)
+    assert not out.exists()  # checked before the output is opened (llama.cpp leaves a partial file)
+    with pytest.raises(RuntimeError):
+        llama_model_quantize(src, out, recipes.file_type("Q2_K_S"), imatrix=imatrix)
 
 
 def test_errors_and_atomicity(sources, tmp_path):

@@ -1,10 +1,11 @@
 """llama-quantize's per-tensor type choice for Llama-architecture models (SmolLM, SmolLM2, Llama).
 
-A recipe is what `llama-quantize` is asked for (an ftype such as Q4_K_M, optionally `--pure`); the GGUF
-type each tensor then gets follows llama.cpp's `llama_tensor_get_type` (src/llama-quant.cpp): the
-output/tied-embedding rule, the attn_v and ffn_down upgrades on `use_more_bits` layers, the GQA rules, and
-the fallback to a 32-wide type (or F16) when a row length is not a multiple of the block size. QAT trains
-each tensor against exactly that type, so the exported file decodes to the weights training saw.
+A recipe is what `llama-quantize` is asked for (an ftype such as Q4_K_M, optionally `--pure`, optionally
+`--tensor-type PATTERN=TYPE` overrides); the GGUF type each tensor then gets follows llama.cpp's
+`llama_tensor_get_type` (src/llama-quant.cpp): the per-tensor overrides, the output/tied-embedding rule, the
+attn_v / attn_output / ffn_down upgrades (use_more_bits layers, first layers, GQA), and the fallback to a
+32-wide type (or F16) when a row length is not a multiple of the block size. QAT trains each tensor against
+exactly that type, so the exported file decodes to the weights training saw.
 
 Pure Python: importing this module does not import torch.
 """
@@ -12,7 +13,8 @@ Pure Python: importing this module does not import torch.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +39,19 @@ _FTYPE_VALUE: dict[str, int] = {
     "Q6_K": int(gguf.LlamaFileType.MOSTLY_Q6_K),
     "IQ4_NL": int(gguf.LlamaFileType.MOSTLY_IQ4_NL),
     "IQ4_XS": int(gguf.LlamaFileType.MOSTLY_IQ4_XS),
+    "Q2_K": int(gguf.LlamaFileType.MOSTLY_Q2_K),
+    "Q2_K_S": int(gguf.LlamaFileType.MOSTLY_Q2_K_S),
+    "Q3_K_S": int(gguf.LlamaFileType.MOSTLY_Q3_K_S),
+    "Q3_K_M": int(gguf.LlamaFileType.MOSTLY_Q3_K_M),
+    "Q3_K_L": int(gguf.LlamaFileType.MOSTLY_Q3_K_L),
+    "TQ1_0": int(gguf.LlamaFileType.MOSTLY_TQ1_0),
+    "TQ2_0": int(gguf.LlamaFileType.MOSTLY_TQ2_0),
+    # A mixture-of-experts recipe: expert tensors (3-D) MXFP4, everything else Q8_0. On a dense Llama it
+    # therefore gives all-Q8_0 (what llama_model_quantize writes); `--pure` makes it pure MXFP4.
+    "MXFP4_MOE": int(gguf.LlamaFileType.MOSTLY_MXFP4_MOE),
 }
+# NVFP4 (llama_ftype 39) is not in this list: llama_model_quantize refuses that ftype ("invalid output file
+# type"), so NVFP4 tensors come only from --tensor-type overrides.
 
 # The ggml type an ftype quantizes to by default (llama_ftype_get_default_type).
 _DEFAULT_TYPE: dict[str, str] = {
@@ -56,16 +70,33 @@ _DEFAULT_TYPE: dict[str, str] = {
     "Q6_K": "Q6_K",
     "IQ4_NL": "IQ4_NL",
     "IQ4_XS": "IQ4_XS",
+    "Q2_K": "Q2_K",
+    "Q2_K_S": "Q2_K",
+    "Q3_K_S": "Q3_K",
+    "Q3_K_M": "Q3_K",
+    "Q3_K_L": "Q3_K",
+    "TQ1_0": "TQ1_0",
+    "TQ2_0": "TQ2_0",
+    "MXFP4_MOE": "MXFP4",
 }
 
 # Single-type names that are not llama-quantize ftypes: "Q4_K" means `llama-quantize --pure ... Q4_K_M`.
-_PURE_ALIAS: dict[str, str] = {"Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
+_PURE_ALIAS: dict[str, str] = {"Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q3_K": "Q3_K_M", "MXFP4": "MXFP4_MOE"}
 
 RECIPES: tuple[str, ...] = tuple(_FTYPE_VALUE) + tuple(_PURE_ALIAS)
 """Recipe names accepted by `tensor_types` (ftypes of llama-quantize, plus the pure-only aliases)."""
 
 # Where a row length does not fit the chosen type's block (tensor_type_fallback).
-_FALLBACK: dict[str, str] = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL"}
+_FALLBACK: dict[str, str] = {
+    "Q4_K": "Q5_0",
+    "Q5_K": "Q5_1",
+    "Q6_K": "Q8_0",
+    "IQ4_XS": "IQ4_NL",
+    "Q2_K": "Q4_0",
+    "Q3_K": "Q4_0",
+    "TQ1_0": "Q4_0",
+    "TQ2_0": "Q4_0",
+}
 
 _FLOAT_TYPES = ("F32", "F16", "BF16")
 
@@ -159,12 +190,81 @@ class LlamaShape:
 
 @dataclass(frozen=True)
 class TensorChoice:
-    """One tensor's type under a recipe: GGUF name, ne (ne0 first), type name and the rule that chose it."""
+    """One tensor's type under a recipe: GGUF name, ne (ne0 first), type name and the rule that chose it.
+
+    needs_imatrix: llama_model_quantize refuses to write this tensor without importance weights for it
+    (Q2_K tensors of a Q2_K_S file, other than token_embd / output).
+    """
 
     name: str
     ne: tuple[int, ...]
     qtype: str
     reason: str
+    needs_imatrix: bool = False
+
+
+TensorTypeOverrides = Mapping[str, str] | Iterable[tuple[str, str]]
+"""`--tensor-type` overrides: (regex pattern, GGUF type) pairs in priority order, or a dict in that order."""
+
+# ECMAScript (std::regex, what llama.cpp compiles) and Python's `re` agree on literals, classes, escapes
+# such as \d \w \s \b, anchors, alternation, groups, lookahead and quantifiers; these are Python-only (or
+# mean something else there), so a pattern using them could select other tensors than llama.cpp does.
+_PY_ONLY_ESCAPES = frozenset("AZ")
+_ECMA_GROUPS = (":", "=", "!")
+
+
+def _check_pattern(pattern: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"--tensor-type pattern must be a non-empty str, got {pattern!r}")
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            if pattern[i + 1] in _PY_ONLY_ESCAPES:
+                raise ValueError(
+                    f"--tensor-type pattern {pattern!r}: \\{pattern[i + 1]} is not ECMAScript regex"
+                )
+            i += 2
+            continue
+        if pattern.startswith("(?", i) and pattern[i + 2 : i + 3] not in _ECMA_GROUPS:
+            raise ValueError(
+                f"--tensor-type pattern {pattern!r}: {pattern[i : i + 4]!r}... is Python-only regex syntax "
+                "(llama.cpp uses ECMAScript: only (?:, (?= and (?! groups)"
+            )
+        i += 1
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"--tensor-type pattern {pattern!r} is not a valid regex: {exc}") from exc
+
+
+def normalize_overrides(overrides: TensorTypeOverrides | None) -> tuple[tuple[str, str], ...]:
+    """The overrides as a tuple of (pattern, canonical GGUF type name), order kept; checked.
+
+    Patterns are taken as given (llama_model_quantize_params.tt_overrides does not change them; the
+    llama-quantize *tool* lowercases them first, as `sqat --tensor-type` does). Types: any type sqat
+    supports (sk.SUPPORTED_TYPES), case-insensitive.
+    """
+    if overrides is None:
+        return ()
+    items = list(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
+    out = []
+    for item in items:
+        if isinstance(item, str) or len(item) != 2:
+            raise ValueError(f"a --tensor-type override is a (pattern, type) pair, got {item!r}")
+        pattern, qtype = item
+        _check_pattern(pattern)
+        out.append((pattern, _canonical_type(qtype, f"--tensor-type type (for pattern {pattern!r})")))
+    return tuple(out)
+
+
+def parse_tensor_type(text: str) -> tuple[str, str]:
+    """'PATTERN=TYPE' as llama-quantize's --tensor-type reads it: split at the first '=', the pattern
+    lowercased, the type case-insensitive. Returns (pattern, canonical type)."""
+    pattern, sep, qtype = text.partition("=")
+    if not sep or not pattern or not qtype:
+        raise ValueError(f"expected PATTERN=TYPE (e.g. 'attn_v=Q8_0'), got {text!r}")
+    return normalize_overrides([(pattern.lower(), qtype)])[0]
 
 
 def _canonical_type(name: str | None, what: str) -> str | None:
@@ -240,7 +340,11 @@ def _fallback(name: str, ne0: int, chosen: str) -> tuple[str, str | None]:
     elif block <= 32:
         target = chosen
     else:
-        raise ValueError(f"{name}: no llama-quantize fallback defined for {chosen} with ne0={ne0}")
+        # tensor_type_fallback has no entry for it (NVFP4, 64-wide, through --tensor-type): llama.cpp throws.
+        raise ValueError(
+            f"{chosen} does not fit {name}: ne0={ne0} is not a multiple of {block} and llama-quantize "
+            "defines no fallback for it (llama-quantize fails on it too)"
+        )
     if ne0 % get_format(target).block_size:
         return "F16", f"ne0={ne0} not a multiple of {block} ({chosen}) nor of 32: F16"
     return target, f"ne0={ne0} not a multiple of {block}: {chosen} falls back to {target}"
@@ -257,6 +361,113 @@ def _override(name: str, ne: tuple[int, ...], qtype: str, option: str) -> Tensor
     return TensorChoice(name, ne, qtype, f"{option} (no fallback applied)")
 
 
+class _Counters:
+    """llama.cpp's i_attention_wv / i_ffn_down counters.
+
+    They advance only when the mixture rules run for a tensor (not for a --pure or --tensor-type one), so an
+    override on one layer shifts the layer index that the later layers' rules see."""
+
+    def __init__(self) -> None:
+        self.attn_v = 0
+        self.ffn_down = 0
+
+
+def _mixture_type(
+    ftype: str,
+    cat: str,
+    qtype: str,
+    ne0: int,
+    shape: LlamaShape,
+    *,
+    tied: bool,
+    imatrix: bool,
+    out_override: str | None,
+    n_attention_wv: int,
+    counters: _Counters,
+) -> tuple[str, str]:
+    """(type, reason) llama_tensor_get_type_impl gives a quantizable tensor of a dense Llama, before the
+    row-length fallback. qtype: the recipe's main type."""
+    default = qtype
+    reason = f"{ftype} default"
+    n_gqa = shape.n_head // shape.n_head_kv
+    is_70b = shape.n_layer == 80 and shape.n_head != shape.n_head_kv
+    if cat == "output" or (tied and cat == "token_embd"):
+        what = "output" if cat == "output" else "tied token_embd"
+        if out_override is not None:
+            return out_override, f"{what}: --output-tensor-type"
+        if ftype == "MXFP4_MOE":
+            return "Q8_0", f"{what}: MXFP4_MOE -> Q8_0"
+        if ne0 % get_format(default).block_size:
+            return "Q8_0", f"{what}: ne0 not a multiple of {default}'s block -> Q8_0"
+        if default != "Q8_0":
+            return "Q6_K", f"{what} rule -> Q6_K"
+        return qtype, reason
+    if ftype == "MXFP4_MOE":
+        # Only 3-D (expert) tensors get MXFP4; a dense model has none.
+        return "Q8_0", "MXFP4_MOE: not an expert tensor -> Q8_0"
+    if cat == "token_embd":
+        if ftype in ("TQ1_0", "TQ2_0"):
+            return "Q4_K", f"untied token_embd under {ftype} -> Q4_K"
+        return qtype, "untied token_embd: default"
+    if cat == "attn_v":
+        i = counters.attn_v
+        counters.attn_v += 1
+        if ftype == "Q2_K":
+            qtype = "Q4_K" if n_gqa >= 4 else "Q3_K"
+            reason = f"attn_v under Q2_K with n_gqa={n_gqa} -> {qtype}"
+        elif ftype == "Q2_K_S" and n_gqa >= 4:
+            qtype, reason = "Q4_K", f"attn_v with n_gqa={n_gqa} >= 4 -> Q4_K"
+        elif ftype == "Q3_K_M":
+            qtype = "Q5_K" if i < 2 else "Q4_K"
+            reason = f"attn_v #{i} under Q3_K_M -> {qtype}"
+        elif ftype == "Q3_K_L":
+            qtype, reason = "Q5_K", "attn_v under Q3_K_L -> Q5_K"
+        elif ftype in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
+            qtype, reason = "Q5_K", f"attn_v with n_gqa={n_gqa} >= 4 -> Q5_K"
+        elif ftype in ("Q4_K_M", "Q5_K_M") and _use_more_bits(i, n_attention_wv):
+            qtype, reason = "Q6_K", f"attn_v use_more_bits({i}, {n_attention_wv}) -> Q6_K"
+        elif ftype == "Q4_K_S" and i < 4:
+            qtype, reason = "Q5_K", "attn_v of the first 4 layers -> Q5_K"
+        if is_70b and qtype in ("Q3_K", "Q4_K"):
+            qtype, reason = "Q5_K", "70B attn_v -> Q5_K"
+        return qtype, reason
+    if cat == "ffn_down":
+        i, n = counters.ffn_down, shape.n_layer
+        counters.ffn_down += 1
+        if ftype == "Q2_K":
+            return "Q3_K", "ffn_down under Q2_K -> Q3_K"
+        if ftype == "Q2_K_S":
+            if i < n // 8:
+                return "Q4_K", f"ffn_down layer {i} < {n}/8 -> Q4_K"
+            return qtype, reason
+        if ftype == "Q3_K_M":
+            # llama.cpp keeps Q3_K only on Falcon's non-use_more_bits layers; a Llama gets Q4_K there.
+            if i < n // 16:
+                return "Q5_K", f"ffn_down layer {i} < {n}/16 -> Q5_K"
+            return "Q4_K", "ffn_down under Q3_K_M -> Q4_K"
+        if ftype == "Q3_K_L":
+            return "Q5_K", "ffn_down under Q3_K_L -> Q5_K"
+        if ftype == "Q4_K_M":
+            if _use_more_bits(i, n):
+                return "Q6_K", f"ffn_down use_more_bits({i}, {n}) -> Q6_K"
+            return qtype, reason
+        if i < n // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
+            return "Q5_K", f"ffn_down layer {i} < {n}/8 without imatrix -> Q5_K"
+        if ftype == "Q5_K_M" and _use_more_bits(i, n):
+            return "Q6_K", f"ffn_down use_more_bits({i}, {n}) -> Q6_K"
+        if ftype == "Q4_K_S" and i < n // 8:
+            return "Q5_K", f"ffn_down layer {i} < {n}/8 -> Q5_K"
+        if ftype in ("Q4_0", "Q5_0") and imatrix and i < n // 8:
+            qtype = "Q4_1" if ftype == "Q4_0" else "Q5_1"
+            return qtype, f"ffn_down layer {i} < {n}/8 with imatrix -> {qtype}"
+        return qtype, reason
+    if cat == "attn_output":
+        upgrade = {"Q2_K": "Q3_K", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K"}.get(ftype)
+        if upgrade is not None:
+            return upgrade, f"attn_output under {ftype} -> {upgrade}"
+    return qtype, reason
+
+
 def recipe_table(
     shape: LlamaShape,
     recipe: str,
@@ -265,25 +476,30 @@ def recipe_table(
     imatrix: bool = False,
     output_tensor_type: str | None = None,
     token_embedding_type: str | None = None,
+    tensor_type_overrides: TensorTypeOverrides | None = None,
 ) -> list[TensorChoice]:
     """Every tensor of the model with its GGUF type and the rule that chose it, in llama.cpp's visit order.
 
     imatrix: whether an importance matrix will be given (llama-quantize changes IQ4_XS/IQ4_NL, Q4_0 and
-    Q5_0 ffn_down choices when it has one). output_tensor_type / token_embedding_type: the
-    `--output-tensor-type` / `--token-embedding-type` overrides.
+    Q5_0 ffn_down choices when it has one, and refuses Q2_K_S without one). output_tensor_type /
+    token_embedding_type: the `--output-tensor-type` / `--token-embedding-type` overrides; they win over
+    everything else and get no fallback. tensor_type_overrides: `--tensor-type PATTERN=TYPE` pairs; the
+    first pattern `re.search`-ing a tensor name gives its type instead of the mixture (also under `pure`),
+    the fallback still applies; ignored under the float recipes (F32/F16/BF16), as in llama.cpp.
+
+    Raises ValueError for an unknown recipe or type, a type whose block does not fit the row and has no
+    fallback (llama-quantize fails on it too), and for a table that needs an imatrix when imatrix=False.
     """
     ftype = _resolve_recipe(recipe, pure)
     default = _DEFAULT_TYPE[ftype]
     out_override = _canonical_type(output_tensor_type, "output tensor type")
     emb_override = _canonical_type(token_embedding_type, "token embedding type")
+    patterns = [(re.compile(p), p, t) for p, t in normalize_overrides(tensor_type_overrides)]
     shapes = shape.tensor_shapes()
     names = _visit_order(list(shapes))
     tied = "output.weight" not in shapes
     n_attention_wv = sum(1 for n in names if _category(n) == "attn_v")
-    n_gqa = shape.n_head // shape.n_head_kv
-    is_70b = shape.n_layer == 80 and shape.n_head != shape.n_head_kv
-    i_attention_wv = 0
-    i_ffn_down = 0
+    counters = _Counters()
 
     table: list[TensorChoice] = []
     for name in names:
@@ -298,50 +514,40 @@ def recipe_table(
         if out_override is not None and cat == "output":
             table.append(_override(name, ne, out_override, "--output-tensor-type"))
             continue
-        qtype, reason = default, f"{ftype} default"
         if default in _FLOAT_TYPES:
-            table.append(TensorChoice(name, ne, qtype, reason))
+            # llama.cpp consults --tensor-type only when the recipe's main type is a quantized one.
+            table.append(TensorChoice(name, ne, default, f"{ftype} default"))
             continue
-        if pure:
-            reason = "--pure"
-        elif cat == "output" or (tied and cat == "token_embd"):
-            what = "output" if cat == "output" else "tied token_embd"
-            if out_override is not None:
-                qtype, reason = out_override, f"{what}: --output-tensor-type"
-            elif ne[0] % get_format(default).block_size:
-                qtype, reason = "Q8_0", f"{what}: ne0 not a multiple of {default}'s block -> Q8_0"
-            elif default != "Q8_0":
-                qtype, reason = "Q6_K", f"{what} rule -> Q6_K"
-        elif cat == "token_embd":
-            reason = "untied token_embd: default"
-        elif cat == "attn_v":
-            if ftype in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
-                qtype, reason = "Q5_K", f"attn_v with n_gqa={n_gqa} >= 4 -> Q5_K"
-            elif ftype in ("Q4_K_M", "Q5_K_M") and _use_more_bits(i_attention_wv, n_attention_wv):
-                qtype, reason = "Q6_K", f"attn_v use_more_bits({i_attention_wv}, {n_attention_wv}) -> Q6_K"
-            elif ftype == "Q4_K_S" and i_attention_wv < 4:
-                qtype, reason = "Q5_K", "attn_v of the first 4 layers -> Q5_K"
-            if is_70b and qtype in ("Q3_K", "Q4_K"):
-                qtype, reason = "Q5_K", "70B attn_v -> Q5_K"
-            i_attention_wv += 1
-        elif cat == "ffn_down":
-            i, n = i_ffn_down, shape.n_layer
-            if ftype == "Q4_K_M" and _use_more_bits(i, n):
-                qtype, reason = "Q6_K", f"ffn_down use_more_bits({i}, {n}) -> Q6_K"
-            elif i < n // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
-                qtype, reason = "Q5_K", f"ffn_down layer {i} < {n}/8 without imatrix -> Q5_K"
-            elif ftype == "Q5_K_M" and _use_more_bits(i, n):
-                qtype, reason = "Q6_K", f"ffn_down use_more_bits({i}, {n}) -> Q6_K"
-            elif ftype == "Q4_K_S" and i < n // 8:
-                qtype, reason = "Q5_K", f"ffn_down layer {i} < {n}/8 -> Q5_K"
-            elif ftype in ("Q4_0", "Q5_0") and imatrix and i < n // 8:
-                qtype = "Q4_1" if ftype == "Q4_0" else "Q5_1"
-                reason = f"ffn_down layer {i} < {n}/8 with imatrix -> {qtype}"
-            i_ffn_down += 1
+        manual = next(((p, t) for rx, p, t in patterns if rx.search(name)), None)
+        if manual is not None:
+            qtype, reason = manual[1], f"--tensor-type {manual[0]}={manual[1]}"
+        elif pure:
+            qtype, reason = default, "--pure"
+        else:
+            qtype, reason = _mixture_type(
+                ftype,
+                cat,
+                default,
+                ne[0],
+                shape,
+                tied=tied,
+                imatrix=imatrix,
+                out_override=out_override,
+                n_attention_wv=n_attention_wv,
+                counters=counters,
+            )
         qtype_fb, why = _fallback(name, ne[0], qtype)
         if why is not None:
             qtype, reason = qtype_fb, f"{reason}; {why}"
-        table.append(TensorChoice(name, ne, qtype, reason))
+        # tensor_requires_imatrix: by name, on the final type.
+        needs = ftype == "Q2_K_S" and qtype == "Q2_K" and cat not in ("token_embd", "output")
+        table.append(TensorChoice(name, ne, qtype, reason, needs))
+    needing = [c.name for c in table if c.needs_imatrix]
+    if needing and not imatrix:
+        raise ValueError(
+            f"recipe {ftype} needs an importance matrix: its Q2_K tensors ({needing[0]} and "
+            f"{len(needing) - 1} more) are refused without one by llama-quantize; pass an imatrix"
+        )
     return table
 
 
@@ -353,6 +559,7 @@ def tensor_types(
     imatrix: bool = False,
     output_tensor_type: str | None = None,
     token_embedding_type: str | None = None,
+    tensor_type_overrides: TensorTypeOverrides | None = None,
 ) -> dict[str, str]:
     """GGUF tensor name -> GGUF type name of every tensor, exactly as llama_model_quantize chooses them.
 
@@ -366,8 +573,21 @@ def tensor_types(
         imatrix=imatrix,
         output_tensor_type=output_tensor_type,
         token_embedding_type=token_embedding_type,
+        tensor_type_overrides=tensor_type_overrides,
     )
     return {c.name: c.qtype for c in table}
+
+
+def check_imatrix_coverage(table: list[TensorChoice], imatrix: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first tensor that needs importance weights (TensorChoice.needs_imatrix)
+    but has no entry in `imatrix`: llama_model_quantize stops on such a tensor ("missing importance matrix
+    ... in a very low-bit quantization")."""
+    missing = [c.name for c in table if c.needs_imatrix and c.name not in imatrix]
+    if missing:
+        raise ValueError(
+            f"{missing[0]} is Q2_K in a Q2_K_S file and needs importance weights, but the imatrix has no "
+            f"entry for it ({len(missing)} such tensors)"
+        )
 
 
 @functools.lru_cache(maxsize=8)

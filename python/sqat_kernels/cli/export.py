@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._args import positive_int
+from ._args import add_tensor_type_argument, positive_int
 
 NAME = "export"
 HELP = "export a Hugging Face Llama model directory to GGUF (F32/F16/BF16 or a llama-quantize recipe)"
@@ -18,13 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--type",
         dest="ftype",
         default="Q4_K_M",
-        help="F32, F16, BF16 or a llama-quantize recipe (Q4_K_M, Q5_K_M, Q6_K, Q8_0, IQ4_XS, ...)",
+        help="F32, F16, BF16 or a llama-quantize recipe (Q4_K_M, Q3_K_M, Q2_K, Q6_K, Q8_0, IQ4_XS, ...)",
     )
     parser.add_argument(
         "--pure", action="store_true", help="one type for every tensor (llama-quantize --pure)"
     )
     parser.add_argument("--output-tensor-type", default=None)
     parser.add_argument("--token-embedding-type", default=None)
+    add_tensor_type_argument(parser)
     parser.add_argument(
         "--imatrix", type=Path, default=None, help="llama.cpp imatrix file (GGUF or legacy .dat)"
     )
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             output_tensor_type=args.output_tensor_type,
             token_embedding_type=args.token_embedding_type,
+            tensor_type_overrides=args.tensor_types,
         )
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise SystemExit(f"sqat export: {exc}") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._args import positive_int
+from ._args import add_tensor_type_argument, positive_int
 
 NAME = "quantize"
 HELP = "quantize a Llama GGUF file (F32/F16/BF16) to a recipe, byte-identical to llama-quantize"
@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", type=Path, help="input .gguf (F32, F16 or BF16 tensors)")
     parser.add_argument("dst", type=Path, help="output .gguf (written atomically)")
     parser.add_argument(
-        "type", help="recipe: Q4_K_M, Q5_K_M, Q6_K, Q8_0, IQ4_XS, Q4_0, ... (see `sqat recipe`)"
+        "type", help="recipe: Q4_K_M, Q3_K_M, Q2_K, Q6_K, Q8_0, IQ4_XS, TQ2_0, ... (see `sqat recipe`)"
     )
     parser.add_argument(
         "--imatrix", type=Path, default=None, help="llama.cpp imatrix file (GGUF or legacy .dat)"
@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pure", action="store_true", help="one type for every tensor")
     parser.add_argument("--output-tensor-type", default=None)
     parser.add_argument("--token-embedding-type", default=None)
+    add_tensor_type_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             output_tensor_type=args.output_tensor_type,
             token_embedding_type=args.token_embedding_type,
+            tensor_type_overrides=args.tensor_types,
         )
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise SystemExit(f"sqat quantize: {exc}") from exc

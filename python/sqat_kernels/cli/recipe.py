@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._args import add_tensor_type_argument
+
 NAME = "recipe"
 HELP = "print the GGUF type of every tensor of a Llama model under a llama-quantize recipe"
 
@@ -24,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output-tensor-type", default=None)
     parser.add_argument("--token-embedding-type", default=None)
+    add_tensor_type_argument(parser)
     parser.add_argument("--json", action="store_true", help="print {tensor: type} as JSON")
 
 
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             imatrix=args.imatrix,
             output_tensor_type=args.output_tensor_type,
             token_embedding_type=args.token_embedding_type,
+            tensor_type_overrides=args.tensor_types,
         )
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"sqat recipe: {exc}") from exc

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..formats import get_format
 from ..quant import quantize
-from ..recipes import LlamaShape, file_type, recipe_table
+from ..recipes import LlamaShape, TensorTypeOverrides, check_imatrix_coverage, file_type, recipe_table
 from .hf_weights import SafetensorsCheckpoint
 from .imatrix import check_imatrix_matches
 from .llama_metadata import read_vocab, write_llama_metadata
@@ -73,6 +73,7 @@ def export_gguf(
     pure: bool = False,
     output_tensor_type: str | None = None,
     token_embedding_type: str | None = None,
+    tensor_type_overrides: TensorTypeOverrides | None = None,
     tokenizer_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
     progress: bool = True,
@@ -91,6 +92,8 @@ def export_gguf(
         path: output file; written atomically (nothing is left at `path` on error; an old file stays intact).
         imatrix: GGUF tensor name -> float32 importance weights [ne0], as llama-quantize uses them.
         pure, output_tensor_type, token_embedding_type: llama-quantize's options of the same names.
+        tensor_type_overrides: llama-quantize's `--tensor-type` as (regex, type) pairs, first match wins
+            (see recipes.recipe_table); any type sqat supports, NVFP4 and MXFP4 included.
         tokenizer_dir: directory of tokenizer.json / tokenizer_config.json (default: the model directory).
         threads: CPU threads for packing.
 
@@ -114,6 +117,7 @@ def export_gguf(
         imatrix=imatrix is not None,
         output_tensor_type=output_tensor_type,
         token_embedding_type=token_embedding_type,
+        tensor_type_overrides=tensor_type_overrides,
     )
     types = {c.name: c.qtype for c in table}
     vocab = read_vocab(tok_dir, shape.n_vocab)
@@ -153,6 +157,7 @@ def export_gguf(
             if given is not None and not np.array_equal(np.asarray(given, np.float32), im):
                 raise ValueError(f"{gguf_name}: the imatrix given differs from the one the QAT layer used")
             imatrix[gguf_name] = im
+    check_imatrix_coverage(table, imatrix)
 
     quantized = recipe not in FLOAT_RECIPES
     order = [c.name for c in table] if quantized else list(hf_of)

@@ -12,7 +12,7 @@ import numpy as np
 from ..formats import get_format
 from ..gguf_checks import CheckedGGUF
 from ..quant import quantize
-from ..recipes import file_type, recipe_table
+from ..recipes import TensorTypeOverrides, check_imatrix_coverage, file_type, recipe_table
 from .imatrix import check_imatrix_matches, read_imatrix
 from .llama_gguf_checks import check_llama_tensors, llama_shape
 from .writer import write_gguf
@@ -60,6 +60,7 @@ def requantize_gguf(
     pure: bool = False,
     output_tensor_type: str | None = None,
     token_embedding_type: str | None = None,
+    tensor_type_overrides: TensorTypeOverrides | None = None,
     threads: int | None = None,
     progress: bool = True,
 ) -> None:
@@ -68,7 +69,8 @@ def requantize_gguf(
     Metadata is copied in order, split keys dropped, general.quantization_version and general.file_type set
     last; tensors go in llama.cpp's loader order with the types recipes.py gives them (a tensor already of
     its target type is copied verbatim; F16/BF16 sources are widened exactly to F32 first). imatrix: a file
-    (GGUF or legacy .dat, see read_imatrix) or a dict GGUF tensor name -> float32 [ne0]. Atomic output.
+    (GGUF or legacy .dat, see read_imatrix) or a dict GGUF tensor name -> float32 [ne0].
+    tensor_type_overrides: llama-quantize's `--tensor-type` (regex, type) pairs. Atomic output.
     """
     in_path, out_path = Path(in_path), Path(out_path)
     if threads is not None and int(threads) < 1:
@@ -100,7 +102,9 @@ def requantize_gguf(
         imatrix=bool(imatrix),
         output_tensor_type=output_tensor_type,
         token_embedding_type=token_embedding_type,
+        tensor_type_overrides=tensor_type_overrides,
     )
+    check_imatrix_coverage(table, imatrix)
 
     entries = []
     for c in table:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..recipes import LlamaShape, hf_to_gguf_name, tensor_types
+from ..recipes import LlamaShape, TensorTypeOverrides, check_imatrix_coverage, hf_to_gguf_name, recipe_table
 from ..schedule import BitWidthSchedule
 from .modules import QATConfig, QATEmbedding, QATLinear
 
@@ -40,6 +40,7 @@ def prepare(
     ste: str = "identity",
     output_tensor_type: str | None = None,
     token_embedding_type: str | None = None,
+    tensor_type_overrides: TensorTypeOverrides | None = None,
 ) -> nn.Module:
     """Make a Hugging Face LlamaForCausalLM train against its GGUF recipe (in place; returns `model`).
 
@@ -51,6 +52,8 @@ def prepare(
 
     Args:
         recipe, pure, output_tensor_type, token_embedding_type: as for llama-quantize (see recipes.py).
+        tensor_type_overrides: llama-quantize's `--tensor-type` (regex, type) pairs, first match wins;
+            give export_gguf the same ones.
         schedule: the bit-width schedule every QAT layer follows (None: the recipe type from the start).
         imatrix: GGUF tensor name -> importance weights [ne0] (float32), as llama-quantize reads them.
         ste: "identity" or "clipped" straight-through backward.
@@ -61,18 +64,22 @@ def prepare(
     if config is None:
         raise ValueError("prepare expects a Hugging Face LlamaForCausalLM (it has no .config)")
     shape = LlamaShape.from_hf_config(config)
-    types = tensor_types(
+    table = recipe_table(
         shape,
         recipe,
         pure=pure,
         imatrix=imatrix is not None,
         output_tensor_type=output_tensor_type,
         token_embedding_type=token_embedding_type,
+        tensor_type_overrides=tensor_type_overrides,
     )
+    types = {c.name: c.qtype for c in table}
     imatrix = dict(imatrix or {})
     unknown = set(imatrix) - set(types)
     if unknown:
         raise ValueError(f"imatrix names tensors this model does not have: {sorted(unknown)[:5]}")
+    # Training against a table the exporter could not write (a Q2_K_S tensor without weights) is refused now.
+    check_imatrix_coverage(table, imatrix)
 
     def config_for(gguf_name: str) -> QATConfig:
         im = imatrix.get(gguf_name)
