@@ -11,11 +11,11 @@ formats (``legacy.py``), whose stored scales are fp16.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from .common import interpreting
 
 __all__ = ["fake_quant_bf16", "fake_quant_f16", "fake_quant_f32", "fp16_bits", "fp16_value", "round_fp16"]
 
@@ -92,16 +92,12 @@ def _float_round_trip_kernel(x_ptr, out_ptr, numel, FMT: tl.constexpr, BLOCK: tl
     tl.store(out_ptr + offs, y, mask=mask)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _round_trip(x2d: torch.Tensor, fmt: int) -> torch.Tensor:
     out = torch.empty_like(x2d)
     numel = x2d.numel()
     if numel == 0:
         return out
-    block = 1 << 16 if _interpreting() else 1024
+    block = 1 << 16 if interpreting() else 1024
     grid = (triton.cdiv(numel, block),)
     _float_round_trip_kernel[grid](x2d, out, numel, FMT=fmt, BLOCK=block, enable_fp_fusion=False)
     return out

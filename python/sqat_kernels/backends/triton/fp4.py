@@ -14,11 +14,11 @@ with the smallest float32 error, and its sign. Kernels are launched with ``enabl
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from .common import check_rows, interpreting
 
 __all__ = ["fake_quant_mxfp4", "fake_quant_nvfp4"]
 
@@ -122,27 +122,14 @@ def _fp4_kernel(x_ptr, out_ptr, ngroups, FMT: tl.constexpr, GROUP: tl.constexpr,
         tl.store(out_ptr + base + j, _fp4_value(xj, d), mask=mask)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _run(fmt: int, block: int, group: int, x2d: torch.Tensor, imatrix: torch.Tensor | None) -> torch.Tensor:
-    if x2d.dtype != torch.float32 or x2d.dim() != 2 or not x2d.is_contiguous():
-        raise ValueError(
-            f"x2d must be a contiguous float32 [rows, n] tensor, got {x2d.dtype} {tuple(x2d.shape)}"
-        )
-    if x2d.shape[1] % block != 0:
-        raise ValueError(f"row length {x2d.shape[1]} is not a multiple of the block size {block}")
-    if imatrix is not None and (imatrix.dtype != torch.float32 or tuple(imatrix.shape) != (x2d.shape[1],)):
-        raise ValueError(
-            f"imatrix must be float32 [{x2d.shape[1]}], got {imatrix.dtype} {tuple(imatrix.shape)}"
-        )
+    check_rows(x2d, imatrix, block)
     out = torch.empty_like(x2d)
     ngroups = x2d.numel() // group
     if ngroups == 0:
         return out
     # the interpreter pays per operation, not per lane: wide programs there
-    tile = max(16, min(1024, triton.next_power_of_2(ngroups))) if _interpreting() else 64
+    tile = max(16, min(1024, triton.next_power_of_2(ngroups))) if interpreting() else 64
     _fp4_kernel[(triton.cdiv(ngroups, tile),)](
         x2d, out, ngroups, FMT=fmt, GROUP=group, GROUPS=tile, enable_fp_fusion=False
     )

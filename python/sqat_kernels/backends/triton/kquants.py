@@ -18,12 +18,11 @@ and square roots are the IEEE-rounded ``div_rn`` / ``sqrt_rn``; kernels are laun
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .common import check_rows, interpreting
 from .floats import round_fp16
 
 __all__ = ["fake_quant_iq4_xs", "fake_quant_q4_k", "fake_quant_q5_k", "fake_quant_q6_k"]
@@ -484,31 +483,18 @@ def _kq_kernel(x_ptr, w_ptr, out_ptr, nsb, n, HAS_W: tl.constexpr, SB: tl.conste
 # Host side
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _check(x2d: torch.Tensor, imatrix: torch.Tensor | None) -> None:
-    if x2d.dtype != torch.float32 or x2d.dim() != 2 or not x2d.is_contiguous():
-        raise ValueError("x2d must be a contiguous float32 [rows, n] tensor")
-    if x2d.shape[1] % 256 != 0:
-        raise ValueError(f"row length {x2d.shape[1]} is not a multiple of 256")
-    if imatrix is not None and (imatrix.dtype != torch.float32 or imatrix.numel() != x2d.shape[1]):
-        raise ValueError("imatrix must be float32 with one value per column")
-
-
 def _launch(
     kernel: triton.JITFunction, x2d: torch.Tensor, imatrix: torch.Tensor | None, **meta: int
 ) -> torch.Tensor:
     """Runs ``kernel`` over all super-blocks of ``x2d``; returns the decoded tensor."""
-    _check(x2d, imatrix)
+    check_rows(x2d, imatrix, 256)
     out = torch.empty_like(x2d)
     nsb = x2d.numel() // 256
     if nsb == 0:
         return out
     has_w = imatrix is not None
     w = imatrix.contiguous() if has_w else x2d
-    tile = max(16, min(INTERPRETER_TILE, triton.next_power_of_2(nsb))) if _interpreting() else GPU_TILE
+    tile = max(16, min(INTERPRETER_TILE, triton.next_power_of_2(nsb))) if interpreting() else GPU_TILE
     kernel[(triton.cdiv(nsb, tile),)](
         x2d, w, out, nsb, x2d.shape[1], HAS_W=has_w, SB=tile, enable_fp_fusion=False, **meta
     )

@@ -19,12 +19,11 @@ whole row); a small first kernel computes it, one row per lane.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .common import check_rows, interpreting
 from .floats import round_fp16
 
 __all__ = [
@@ -488,26 +487,9 @@ def _legacy_kernel(
 # Launchers
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _check(x2d: torch.Tensor, imatrix: torch.Tensor | None) -> None:
-    if x2d.dtype != torch.float32 or x2d.dim() != 2 or not x2d.is_contiguous():
-        raise ValueError(
-            f"x2d must be a contiguous float32 [rows, n] tensor, got {x2d.dtype} {tuple(x2d.shape)}"
-        )
-    if x2d.shape[1] % 32 != 0:
-        raise ValueError(f"row length {x2d.shape[1]} is not a multiple of the block size 32")
-    if imatrix is not None and (imatrix.dtype != torch.float32 or tuple(imatrix.shape) != (x2d.shape[1],)):
-        raise ValueError(
-            f"imatrix must be float32 [{x2d.shape[1]}], got {imatrix.dtype} {tuple(imatrix.shape)}"
-        )
-
-
 def _run(fmt: int, x2d: torch.Tensor, imatrix: torch.Tensor | None, needs_sigma2: bool) -> torch.Tensor:
     """Launch the block kernel (and, for the *_impl paths, the row-sigma2 kernel) for one format."""
-    _check(x2d, imatrix)
+    check_rows(x2d, imatrix, 32)
     rows, n = x2d.shape
     out = torch.empty_like(x2d)
     nblocks = rows * (n // 32)
@@ -518,11 +500,11 @@ def _run(fmt: int, x2d: torch.Tensor, imatrix: torch.Tensor | None, needs_sigma2
     s2 = x2d
     if has_w and needs_sigma2:
         s2 = torch.empty(rows, dtype=torch.float32, device=x2d.device)
-        row_tile = 64 if _interpreting() else 32
+        row_tile = 64 if interpreting() else 32
         _row_sigma2_kernel[(triton.cdiv(rows, row_tile),)](
             x2d, s2, rows, n, float(n), ROWS=row_tile, enable_fp_fusion=False
         )
-    tile = min(256, triton.next_power_of_2(nblocks)) if _interpreting() else 64
+    tile = min(256, triton.next_power_of_2(nblocks)) if interpreting() else 64
     tile = max(tile, 16)
     _legacy_kernel[(triton.cdiv(nblocks, tile),)](
         x2d, w, s2, out, nblocks, n // 32, FMT=fmt, HAS_W=has_w, BLOCKS=tile, enable_fp_fusion=False
@@ -532,7 +514,7 @@ def _run(fmt: int, x2d: torch.Tensor, imatrix: torch.Tensor | None, needs_sigma2
 
 def fake_quant_q8_0(x2d: torch.Tensor, imatrix: torch.Tensor | None) -> torch.Tensor:
     """float32 [rows, n] -> float32 [rows, n] through Q8_0 (imatrix [n] accepted and ignored, as ggml)."""
-    _check(x2d, imatrix)
+    check_rows(x2d, imatrix, 32)
     return _run(_Q8_0, x2d, None, needs_sigma2=False)
 
 

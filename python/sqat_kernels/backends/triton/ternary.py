@@ -14,12 +14,11 @@ block's 256 positions load one column of values per step. Per block: ``d`` = the
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from .common import check_rows, interpreting
 from .floats import round_fp16
 
 __all__ = ["fake_quant_tq1_0", "fake_quant_tq2_0"]
@@ -49,27 +48,14 @@ def _ternary_kernel(x_ptr, out_ptr, nblocks, BLOCKS: tl.constexpr):
         tl.store(out_ptr + base + j, trit * d, mask=mask)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 def _run(x2d: torch.Tensor, imatrix: torch.Tensor | None) -> torch.Tensor:
-    if x2d.dtype != torch.float32 or x2d.dim() != 2 or not x2d.is_contiguous():
-        raise ValueError(
-            f"x2d must be a contiguous float32 [rows, n] tensor, got {x2d.dtype} {tuple(x2d.shape)}"
-        )
-    if x2d.shape[1] % _QK != 0:
-        raise ValueError(f"row length {x2d.shape[1]} is not a multiple of the block size {_QK}")
-    if imatrix is not None and (imatrix.dtype != torch.float32 or tuple(imatrix.shape) != (x2d.shape[1],)):
-        raise ValueError(
-            f"imatrix must be float32 [{x2d.shape[1]}], got {imatrix.dtype} {tuple(imatrix.shape)}"
-        )
+    check_rows(x2d, imatrix, _QK)
     out = torch.empty_like(x2d)
     nblocks = x2d.numel() // _QK
     if nblocks == 0:
         return out
     # the interpreter pays per operation, not per lane: wide programs there
-    tile = max(16, min(512, triton.next_power_of_2(nblocks))) if _interpreting() else 32
+    tile = max(16, min(512, triton.next_power_of_2(nblocks))) if interpreting() else 32
     _ternary_kernel[(triton.cdiv(nblocks, tile),)](x2d, out, nblocks, BLOCKS=tile, enable_fp_fusion=False)
     return out
 
