@@ -284,13 +284,10 @@ def test_float_formats_special_values(
 # MXFP4 / NVFP4: scale rules and every scale byte
 
 
-@pytest.mark.parametrize("impl", ["native", "reference"])
-@pytest.mark.parametrize("fmt", list(FP4_GROUP))
-def test_fp4_scale_edges(request: pytest.FixtureRequest, ggml: LibGGML, fmt: str, impl: str) -> None:
-    """Groups whose maxima sit on the scale rules' edges (log2f just below powers of two, UE4M3 rounding,
-    saturation, tiny and FLT_MAX-sized blocks) and values on exact level ties give libggml's bytes, and decode
-    to libggml's values."""
-    x = fp4_edges(fmt)
+def _assert_edges_as_libggml(
+    request: pytest.FixtureRequest, ggml: LibGGML, fmt: str, impl: str, x: np.ndarray, label: str
+) -> None:
+    """x (float32 [rows, n]) quantizes to libggml's bytes, and those bytes decode to libggml's values."""
     expected = ggml.quantize(x, fmt)
     mod = request.getfixturevalue("sqat" if impl == "native" else "sqat_reference")
     got = np.asarray(mod.quantize(x, fmt))
@@ -301,7 +298,7 @@ def test_fp4_scale_edges(request: pytest.FixtureRequest, ggml: LibGGML, fmt: str
         block_info(fmt),
         dequantize=_ggml_dequantizer(fmt),
         x=x,
-        what=f"{impl} quantize fp4 edges vs libggml:",
+        what=f"{impl} quantize {label} edges vs libggml:",
     )
     decoded = mod.dequantize(expected, fmt, x.shape) if impl == "native" else mod.dequantize(expected, fmt)
     assert_bitwise_equal(
@@ -309,8 +306,17 @@ def test_fp4_scale_edges(request: pytest.FixtureRequest, ggml: LibGGML, fmt: str
         np.asarray(decoded),
         fmt,
         block_info(fmt)[0],
-        what=f"{impl} dequantize fp4 edges:",
+        what=f"{impl} dequantize {label} edges:",
     )
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+@pytest.mark.parametrize("fmt", list(FP4_GROUP))
+def test_fp4_scale_edges(request: pytest.FixtureRequest, ggml: LibGGML, fmt: str, impl: str) -> None:
+    """Groups whose maxima sit on the scale rules' edges (log2f just below powers of two, UE4M3 rounding,
+    saturation, tiny and FLT_MAX-sized blocks) and values on exact level ties give libggml's bytes, and decode
+    to libggml's values."""
+    _assert_edges_as_libggml(request, ggml, fmt, impl, fp4_edges(fmt), "fp4")
 
 
 def _every_fp4_scale_byte(fmt: str) -> np.ndarray:
@@ -350,27 +356,7 @@ def test_fp4_dequantize_every_scale_byte(
 def test_ternary_edges(request: pytest.FixtureRequest, ggml: LibGGML, fmt: str, impl: str) -> None:
     """Blocks with values at and around ±amax/2, block maxima whose reciprocal overflows (inf/NaN products)
     or whose fp16 scale overflows, give libggml's bytes and decode to libggml's values."""
-    x = ternary_edges()
-    expected = ggml.quantize(x, fmt)
-    mod = request.getfixturevalue("sqat" if impl == "native" else "sqat_reference")
-    got = np.asarray(mod.quantize(x, fmt))
-    assert_blocks_equal(
-        expected,
-        got,
-        fmt,
-        block_info(fmt),
-        dequantize=_ggml_dequantizer(fmt),
-        x=x,
-        what=f"{impl} quantize ternary edges vs libggml:",
-    )
-    decoded = mod.dequantize(expected, fmt, x.shape) if impl == "native" else mod.dequantize(expected, fmt)
-    assert_bitwise_equal(
-        ggml.dequantize(expected, fmt),
-        np.asarray(decoded),
-        fmt,
-        block_info(fmt)[0],
-        what=f"{impl} dequantize ternary edges:",
-    )
+    _assert_edges_as_libggml(request, ggml, fmt, impl, ternary_edges(), "ternary")
 
 
 @pytest.mark.parametrize("impl", ["native", "reference"])
